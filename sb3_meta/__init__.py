@@ -1,0 +1,12 @@
+"""sb3_meta: gradient-based meta-reinforcement learning (MAML, FOMAML, Reptile) for Stable-Baselines3."""
+
+import os
+
+from sb3_meta import envs  # noqa: F401  (registers the sb3_meta/... gymnasium ids)
+
+# Read version from file
+version_file = os.path.join(os.path.dirname(__file__), "version.txt")
+with open(version_file) as file_handler:
+    __version__ = file_handler.read().strip()
+
+__all__ = ["__version__", "envs"]

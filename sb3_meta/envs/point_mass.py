@@ -1,0 +1,162 @@
+"""2D point mass that must reach a goal (Finn et al., 2017, Sec. 5.2; paper of this project, Sec. 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
+
+from sb3_meta.envs.core import Task, TaskEnv, as_task_list, check_task
+from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_actions
+
+__all__ = ["PointMassTask", "PointMassTasks", "PointMassVecEnv"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PointMassTask(Task):
+    """A point-mass task: where the episode starts and the goal to reach (both 2D)."""
+
+    goal: tuple[float, float] = (0.0, 0.0)
+    start: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("goal", "start"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != 2:
+                raise ValueError(f"PointMassTask.{name} must be 2 finite numbers (x, y), got {value!r}")
+
+
+class PointMassTasks(TaskEnv[PointMassTask]):
+    """2D point mass: the observation is the position, the action a velocity command.
+
+    Dynamics: ``position += action_scale * clip(action, -1, 1)`` (actions are exposed in [-1, 1]² and
+    scaled, as in the original MAML code, so SB3's Gaussian policy does not saturate).
+    Reward: ``-‖position - goal‖₂`` after the move. The episode terminates when that distance is below
+    ``goal_radius`` and is truncated after ``max_episode_steps`` steps.
+    Tasks: goal ~ U[-goal_range, goal_range]²; with ``start="random"`` the start is drawn from the same
+    square (the task is start + goal, as the paper describes), with ``start="origin"`` every episode starts
+    at (0, 0) (the original MAML code; needed to compare with MAML Fig. 5).
+
+    :param start: ``"random"`` or ``"origin"``
+    :param goal_range: half-width of the square that goals (and random starts) are drawn from (0.5)
+    :param action_scale: largest move per axis and step (0.1)
+    :param goal_radius: distance to the goal below which the episode terminates (0.01)
+    :param max_episode_steps: horizon (100)
+    :param seed: seed of the task RNG
+    :param sample_task_on_reset: draw a new task at every reset (task mixture)
+    :param render_mode: unused (no rendering), accepted for gymnasium compatibility
+    """
+
+    task_type = PointMassTask
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        start: str = "random",
+        goal_range: float = 0.5,
+        action_scale: float = 0.1,
+        goal_radius: float = 0.01,
+        max_episode_steps: int = 100,
+        seed: int | None = None,
+        sample_task_on_reset: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        if start not in ("random", "origin"):
+            raise ValueError(f"start must be 'random' or 'origin', got {start!r}")
+        if not goal_range > 0 or not action_scale > 0 or not goal_radius >= 0:
+            raise ValueError("goal_range and action_scale must be > 0 and goal_radius >= 0")
+        if max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        super().__init__(seed=seed, sample_task_on_reset=sample_task_on_reset)
+        self.start = start
+        self.goal_range = float(goal_range)
+        self.action_scale = float(action_scale)
+        self.goal_radius = float(goal_radius)
+        self.max_episode_steps = int(max_episode_steps)
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self._goal = np.zeros(2)
+        self._start = np.zeros(2)
+        self._position = np.zeros(2)
+        self._elapsed = 0
+
+    def _sample_task(self, rng: np.random.Generator) -> PointMassTask:
+        goal = rng.uniform(-self.goal_range, self.goal_range, size=2)
+        start = rng.uniform(-self.goal_range, self.goal_range, size=2) if self.start == "random" else np.zeros(2)
+        return PointMassTask(goal=tuple(goal), start=tuple(start))
+
+    def _apply_task(self, task: PointMassTask) -> None:
+        self._goal = np.asarray(task.goal, dtype=np.float64)
+        self._start = np.asarray(task.start, dtype=np.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):  # type: ignore[override]
+        super().reset(seed=seed, options=options)
+        self._position = self._start.copy()
+        self._elapsed = 0
+        return self._position.astype(np.float32), {"task": self._task}
+
+    def step(self, action):  # type: ignore[override]
+        action = check_actions(np.asarray(action)[None], self.action_space, 1)[0]
+        self._position = self._position + self.action_scale * np.clip(action, -1.0, 1.0)
+        self._elapsed += 1
+        distance = float(np.linalg.norm(self._position - self._goal))
+        terminated = distance < self.goal_radius
+        truncated = self._elapsed >= self.max_episode_steps and not terminated
+        return self._position.astype(np.float32), -distance, terminated, truncated, {"task": self._task, "distance": distance}
+
+
+class PointMassVecEnv(BatchedTaskVecEnv):
+    """``n_envs`` point masses stepped as one numpy batch (no per-env Python loop in the dynamics).
+
+    Transitions equal those of :class:`PointMassTasks` for the same task and actions. Finished sub-envs
+    reset themselves (SB3 convention: ``infos[i]["terminal_observation"]``, ``"TimeLimit.truncated"``).
+    """
+
+    def __init__(self, env: PointMassTasks, n_envs: int) -> None:
+        super().__init__(env, n_envs)
+        self._goals = np.zeros((n_envs, 2))
+        self._starts = np.zeros((n_envs, 2))
+        self._positions = np.zeros((n_envs, 2))
+        self._elapsed = np.zeros(n_envs, dtype=np.int64)
+        self._actions = np.zeros((n_envs, 2))
+        self._apply_tasks(np.arange(n_envs), self._tasks)
+
+    def _apply_tasks(self, indices: np.ndarray, tasks: list[Task]) -> None:
+        self._goals[indices] = np.array([t.goal for t in tasks], dtype=np.float64).reshape(-1, 2)  # type: ignore[attr-defined]
+        self._starts[indices] = np.array([t.start for t in tasks], dtype=np.float64).reshape(-1, 2)  # type: ignore[attr-defined]
+
+    def _reset_envs(self, indices: np.ndarray) -> None:
+        self._positions[indices] = self._starts[indices]
+        self._elapsed[indices] = 0
+
+    def _observations(self) -> np.ndarray:
+        return self._positions.astype(np.float32)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = check_actions(actions, self.action_space, self.num_envs)
+
+    def step_wait(self):
+        env: PointMassTasks = self.template_env  # type: ignore[assignment]
+        self._positions += env.action_scale * np.clip(self._actions, -1.0, 1.0)
+        self._elapsed += 1
+        distances = np.linalg.norm(self._positions - self._goals, axis=1)
+        terminated = distances < env.goal_radius
+        truncated = (self._elapsed >= env.max_episode_steps) & ~terminated
+        return self._finish_step(self._observations(), -distances, terminated, truncated, extra_info={"distance": distances})
+
+    # kept here so that env_method("reset_task", ...) and friends behave as on the single env
+    def _validate(self, task: Any) -> Task:
+        return check_task(task, PointMassTask, where="PointMassVecEnv.set_tasks")
+
+    def set_tasks(self, tasks, indices: VecEnvIndices = None) -> None:  # type: ignore[override]
+        idx = self._get_indices(indices)
+        as_task_list(tasks, PointMassTask, len(idx), "PointMassVecEnv.set_tasks")
+        super().set_tasks(tasks, indices)
+
+
+PointMassTasks.batched_vec_env_cls = PointMassVecEnv
