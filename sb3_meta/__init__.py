@@ -2,11 +2,13 @@
 
 import os
 
-from sb3_meta import envs  # noqa: F401  (registers the sb3_meta/... gymnasium ids)
+from sb3_meta import envs
+from sb3_meta.maml import FOMAML, MAML
+from sb3_meta.reptile import Reptile
 
 # Read version from file
 version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["__version__", "envs"]
+__all__ = ["FOMAML", "MAML", "Reptile", "__version__", "envs"]

@@ -1,0 +1,590 @@
+"""``MetaAlgorithm``: the SB3 base class shared by MAML, FOMAML and Reptile.
+
+It owns everything but the outer update: the task distribution and its batched VecEnv, the learn loop
+with SB3 callbacks and logger, sampling of a meta-batch (one batch through the VecEnv and the policy), the
+linear-baseline advantages, the inner VPG step, ``adapt``, and checkpoints that resume bit for bit.
+Subclasses implement :meth:`MetaAlgorithm._outer_step`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pathlib
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar, TypeVar
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.utils import check_for_correct_spaces, configure_logger, safe_mean
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
+
+from sb3_meta.common.meta_gradient import MetaObjective, stack_params
+from sb3_meta.common.policies import MetaActorCriticPolicy, Params
+from sb3_meta.common.rng import get_rng_state, set_rng_state, unwrap_task_vec_env
+from sb3_meta.common.rollout import TaskBatch, collect_task_batch
+from sb3_meta.envs.core import Task
+from sb3_meta.envs.vec_env import get_task_env, is_task_vec_env, make_task_vec_env
+
+__all__ = ["AdaptationStats", "MetaAlgorithm"]
+
+SelfMetaAlgorithm = TypeVar("SelfMetaAlgorithm", bound="MetaAlgorithm")
+
+
+class AdaptationStats(dict):
+    """Returns before/after each adaptation step, as filled by :meth:`MetaAlgorithm.adapt_tasks`."""
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positive_float(name: str, value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+class MetaAlgorithm(BaseAlgorithm):
+    """Base class of gradient-based meta-RL algorithms on task distributions.
+
+    :param policy: The policy model to use (``"MlpPolicy"`` or a :class:`MetaActorCriticPolicy` subclass)
+    :param env: a task-distribution env (``sb3_meta.envs.TaskEnv``), a registered id such as
+        ``"sb3_meta/PointMass-v0"``, or a task VecEnv from ``make_task_vec_env`` with
+        ``meta_batch_size * fast_batch_size`` sub-envs
+    :param meta_batch_size: tasks per meta-iteration
+    :param fast_batch_size: episodes per task and per sampling pass
+    :param inner_lr: α, learning rate of the inner VPG step
+    :param n_inner_steps: inner VPG steps (each on fresh episodes)
+    :param gamma: discount factor
+    :param gae_lambda: GAE λ (1.0: Monte-Carlo returns minus the linear baseline)
+    :param max_episode_steps: horizon of one episode; default: the env's ``max_episode_steps`` (or its spec's)
+    :param normalize_advantage: normalise advantages per task
+    :param max_nonfinite_iterations: consecutive iterations with a non-finite loss or gradient tolerated
+        (each is rejected with a warning) before training stops with an error
+    :param stats_window_size: Window size for the rollout logging (episodes)
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: 0 no output, 1 info (training logs), 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[MetaActorCriticPolicy]]] = {"MlpPolicy": MetaActorCriticPolicy}
+    policy: MetaActorCriticPolicy
+    #: whether the outer step needs episodes sampled with the adapted parameters (MAML: yes, Reptile: no)
+    _needs_post_adaptation_batch: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        policy: str | type[MetaActorCriticPolicy],
+        env: GymEnv | str | None,
+        meta_batch_size: int = 40,
+        fast_batch_size: int = 20,
+        inner_lr: float = 0.1,
+        n_inner_steps: int = 1,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        max_episode_steps: int | None = None,
+        normalize_advantage: bool = True,
+        max_nonfinite_iterations: int = 3,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self.meta_batch_size = _check_positive_int("meta_batch_size", meta_batch_size)
+        self.fast_batch_size = _check_positive_int("fast_batch_size", fast_batch_size)
+        self.inner_lr = _check_positive_float("inner_lr", inner_lr)
+        self.n_inner_steps = _check_positive_int("n_inner_steps", n_inner_steps)
+        if not 0.0 <= float(gamma) <= 1.0 or not 0.0 <= float(gae_lambda) <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must lie in [0, 1], got {gamma}, {gae_lambda}")
+        self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
+        self.max_episode_steps = (
+            None if max_episode_steps is None else _check_positive_int("max_episode_steps", max_episode_steps)
+        )
+        self.normalize_advantage = bool(normalize_advantage)
+        self.max_nonfinite_iterations = _check_positive_int("max_nonfinite_iterations", max_nonfinite_iterations)
+        if isinstance(policy, type) and not issubclass(policy, MetaActorCriticPolicy):
+            raise ValueError(f"policy must be 'MlpPolicy' or a MetaActorCriticPolicy subclass, got {policy.__name__}")
+
+        self.task_env: Any = None
+        venv = None
+        if env is not None:
+            n_envs = self.meta_batch_size * self.fast_batch_size if _init_setup_model else None
+            venv, self.task_env = self._make_task_env(env, n_envs, seed, verbose)
+        super().__init__(
+            policy=policy,
+            env=venv,
+            learning_rate=self.inner_lr,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            support_multi_env=True,
+            monitor_wrapper=False,
+            seed=seed,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        self._n_iterations = 0
+        self._n_nonfinite = 0
+        self._rng_state: dict[str, Any] | None = None
+        self._adapt_venvs: dict[tuple[int, int], Any] = {}
+        if _init_setup_model:
+            self._setup_model()
+
+    # --- env handling ------------------------------------------------------------------------------
+    @staticmethod
+    def _make_task_env(env: GymEnv | str, n_envs: int | None, seed: int | None, verbose: int = 0) -> tuple[VecEnv, Any]:
+        """(batched task VecEnv wrapped in a VecMonitor, task sampler) from what the user passed."""
+        if isinstance(env, str):
+            env = gym.make(env)
+        if isinstance(env, VecEnv):
+            if is_vecenv_wrapped(env, VecNormalize):
+                raise ValueError(
+                    "VecNormalize is not supported: observation/reward statistics across tasks are not defined for "
+                    "meta-learning yet. Pass the task VecEnv without VecNormalize."
+                )
+            if not is_task_vec_env(env):
+                raise ValueError(
+                    f"{type(env).__name__} has no set_tasks/get_tasks: pass a task distribution or a VecEnv made by "
+                    "sb3_meta.envs.make_task_vec_env"
+                )
+            if n_envs is not None and env.num_envs != n_envs:
+                raise ValueError(
+                    f"The VecEnv has {env.num_envs} sub-envs, but meta_batch_size x fast_batch_size = {n_envs}: "
+                    "make it with make_task_vec_env(env, meta_batch_size * fast_batch_size)"
+                )
+            inner = unwrap_task_vec_env(env)
+            task_env = getattr(inner, "template_env", None)
+            venv = env if isinstance(env, VecMonitor) else VecMonitor(env)
+            return venv, task_env
+        if not isinstance(env, gym.Env):
+            raise ValueError(
+                f"env must be a task-distribution env, a registered id or a task VecEnv, got {type(env).__name__}"
+            )
+        task_env = get_task_env(env)  # raises a clear error for envs without sample_tasks/reset_task
+        if n_envs is None:  # placeholder until load() knows the sizes
+            n_envs = 1
+        venv = make_task_vec_env(env, n_envs, seed=seed)
+        return VecMonitor(venv), task_env
+
+    def _sample_tasks(self, n: int) -> list[Task]:
+        if self.task_env is not None:
+            return self.task_env.sample_tasks(n)
+        return self.env.sample_task_batch(n)  # type: ignore[union-attr]
+
+    def _horizon(self) -> int:
+        if self.max_episode_steps is not None:
+            return self.max_episode_steps
+        for source in (self.task_env, getattr(unwrap_task_vec_env(self.env), "template_env", None) if self.env else None):
+            horizon = getattr(source, "max_episode_steps", None)
+            if horizon is None and source is not None and getattr(source, "spec", None) is not None:
+                horizon = source.spec.max_episode_steps
+            if horizon:
+                return int(horizon)
+        if self.env is not None:
+            horizon = self.env.get_attr("max_episode_steps", indices=[0])[0]
+            if horizon:
+                return int(horizon)
+        raise ValueError("Cannot tell the episode horizon: pass max_episode_steps=... to the algorithm")
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """Set a new task distribution (or task VecEnv with ``n_envs`` sub-envs); spaces must match."""
+        venv, task_env = self._make_task_env(env, self.n_envs, self.seed)
+        check_for_correct_spaces(venv, self.observation_space, self.action_space)
+        super().set_env(venv, force_reset=force_reset)
+        self.task_env = task_env
+        self._adapt_venvs = {}
+
+    # --- setup -------------------------------------------------------------------------------------
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        if self.env is not None and self.env.num_envs != self.meta_batch_size * self.fast_batch_size:
+            raise ValueError(
+                f"The VecEnv has {self.env.num_envs} sub-envs; expected meta_batch_size x fast_batch_size = "
+                f"{self.meta_batch_size * self.fast_batch_size}"
+            )
+        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        if not isinstance(self.policy, MetaActorCriticPolicy):
+            raise ValueError(f"policy must be a MetaActorCriticPolicy, got {type(self.policy).__name__}")
+        self.policy = self.policy.to(self.device)
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        super().set_random_seed(seed)
+        if seed is not None and self.task_env is not None and hasattr(self.task_env, "_make_task_rng"):
+            self.task_env._task_rng = self.task_env._make_task_rng(seed)
+
+    @property
+    def objective(self) -> MetaObjective:
+        return MetaObjective(self.policy, self.inner_lr, first_order=getattr(self, "first_order", True))
+
+    def meta_parameters(self) -> Params:
+        """The meta-parameters θ (detached copies)."""
+        return {k: v.detach().clone() for k, v in self.policy.actor_parameters().items()}
+
+    def _load_meta_parameters(self, params: Params) -> None:
+        with th.no_grad():
+            for name, p in self.policy.actor_parameters().items():
+                p.copy_(params[name])
+
+    # --- sampling and the inner loop -----------------------------------------------------------
+    def _collect(
+        self, venv: VecEnv, tasks: list[Task], params: Params, per_task: bool, n_episodes: int, on_step: Any
+    ) -> TaskBatch | None:
+        batch = collect_task_batch(venv, self.policy, tasks, n_episodes, params, per_task, self._horizon(), on_step)
+        if batch is not None:
+            batch.compute_advantages(self.gamma, self.gae_lambda, self.normalize_advantage)
+        return batch
+
+    def _sample_and_adapt(
+        self, venv: VecEnv, tasks: list[Task], n_steps: int, n_episodes: int, on_step: Any, sample_last: bool
+    ) -> tuple[list[TaskBatch], Params, float, float] | None:
+        """Inner loop for all tasks at once: sample, θ_i ← θ_i − α∇L_i(θ_i), ``n_steps`` times.
+
+        :return: the batches (one per step, plus the post-adaptation one when ``sample_last``), the adapted
+            stacked parameters, and seconds spent sampling / in inner steps; None if a callback stopped training
+        """
+        params: Params = self.meta_parameters()
+        per_task, batches, sampling_s, inner_s = False, [], 0.0, 0.0
+        objective = self.objective
+        for step in range(n_steps + int(sample_last)):
+            t0 = time.perf_counter()
+            batch = self._collect(venv, tasks, params, per_task, n_episodes, on_step)
+            sampling_s += time.perf_counter() - t0
+            if batch is None:
+                return None
+            batches.append(batch)
+            if step == n_steps:
+                break
+            t0 = time.perf_counter()
+            params = objective.inner_step(params, batch.flat(), shared=not per_task, create_graph=False)  # θ_i − α∇L_i
+            per_task = True
+            inner_s += time.perf_counter() - t0
+        if not per_task:
+            params = stack_params(params, len(tasks))
+        return batches, params, sampling_s, inner_s
+
+    # --- learn ---------------------------------------------------------------------------------
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        # As SB3's, except that the env is not reset here: every sampling pass resets it, and an extra reset
+        # would consume sub-env RNG draws (a resumed run would then diverge from an uninterrupted one).
+        self.start_time = time.time_ns()
+        if self.ep_info_buffer is None or reset_num_timesteps:
+            from collections import deque
+
+            self.ep_info_buffer = deque(maxlen=self._stats_window_size)
+            self.ep_success_buffer = deque(maxlen=self._stats_window_size)
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self._episode_num = 0
+            self._n_iterations = 0
+        else:
+            total_timesteps += self.num_timesteps
+        self._total_timesteps = total_timesteps
+        self._num_timesteps_at_start = self.num_timesteps
+        if not self._custom_logger:
+            self._logger = configure_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
+        callback = self._init_callback(callback, progress_bar)
+        return total_timesteps, callback
+
+    def learn(
+        self: SelfMetaAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "MetaAlgorithm",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfMetaAlgorithm:
+        """Meta-train for at least ``total_timesteps`` env steps (whole meta-iterations).
+
+        :param total_timesteps: env steps to train on (pre- and post-adaptation episodes both count)
+        :param callback: SB3 callback(s): ``on_step`` after every VecEnv step, ``on_rollout_start/end`` per
+            meta-iteration; returning False stops training cleanly (the interrupted iteration is discarded)
+        :param log_interval: log every ``log_interval`` meta-iterations
+        :param tb_log_name: name of the run for TensorBoard logging
+        :param reset_num_timesteps: whether to reset the current timestep number (used in logging)
+        :param progress_bar: Display a progress bar using tqdm and rich
+        """
+        if self.env is None:
+            raise ValueError("This model has no env: pass one to load(path, env=...) or call set_env(env) first")
+        if tb_log_name == "MetaAlgorithm":
+            tb_log_name = type(self).__name__
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None
+        while self.num_timesteps < total_timesteps:
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if not self._meta_iteration(callback):
+                break
+            self._n_iterations += 1
+            if log_interval is not None and log_interval > 0 and self._n_iterations % log_interval == 0:
+                self._dump_logs()
+        callback.on_training_end()
+        return self
+
+    def _meta_iteration(self, callback: BaseCallback) -> bool:
+        """One meta-iteration; False when a callback stopped training."""
+        assert self.env is not None
+        n_envs = self.env.num_envs
+
+        def on_step(new_obs: np.ndarray, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> bool:
+            self.num_timesteps += n_envs
+            self._update_info_buffer(infos, dones)
+            callback.update_locals(locals())
+            return callback.on_step()
+
+        start = time.perf_counter()
+        steps_before = self.num_timesteps
+        callback.on_rollout_start()
+        tasks = self._sample_tasks(self.meta_batch_size)
+        result = self._sample_and_adapt(
+            self.env, tasks, self.n_inner_steps, self.fast_batch_size, on_step, self._needs_post_adaptation_batch
+        )
+        if result is None:
+            return False
+        batches, adapted, sampling_s, inner_s = result
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+
+        t0 = time.perf_counter()
+        stats = self._outer_step(batches, adapted)
+        meta_step_s = time.perf_counter() - t0
+        if stats is None:  # non-finite loss/gradient: iteration rejected, parameters kept
+            self._n_nonfinite += 1
+            warnings.warn(f"Non-finite loss or gradient at meta-iteration {self._n_iterations}: update rejected")
+            if self._n_nonfinite >= self.max_nonfinite_iterations:
+                raise RuntimeError(
+                    f"{self._n_nonfinite} consecutive meta-iterations had a non-finite loss or gradient; stopping. "
+                    "Lower inner_lr/target_kl or check the env's rewards and observations for NaN/inf."
+                )
+            stats = {}
+        else:
+            self._n_nonfinite = 0
+
+        self.logger.record("rollout/pre_adapt_return", batches[0].mean_return())
+        if len(batches) > 1:
+            self.logger.record("rollout/post_adapt_return", batches[-1].mean_return())
+        for key, value in stats.items():
+            self.logger.record(key, value)
+        self.logger.record(
+            "train/log_std", float(self.policy.log_std.mean().item()) if hasattr(self.policy, "log_std") else 0.0
+        )
+        elapsed = time.perf_counter() - start
+        self.logger.record("time/sampling_s", sampling_s)
+        self.logger.record("time/inner_s", inner_s)
+        self.logger.record("time/meta_step_s", meta_step_s)
+        self.logger.record("time/iteration_s", elapsed)
+        self.logger.record("time/fps", int((self.num_timesteps - steps_before) / max(elapsed, 1e-9)))
+        self._last_iteration_times = {"sampling_s": sampling_s, "inner_s": inner_s, "meta_step_s": meta_step_s}
+        return True
+
+    def _outer_step(self, batches: list[TaskBatch], adapted: Params) -> dict[str, float] | None:
+        """Update the meta-parameters from this iteration's batches; None if the update was non-finite."""
+        raise NotImplementedError
+
+    def _dump_logs(self) -> None:
+        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        self.logger.record("time/iterations", self._n_iterations, exclude="tensorboard")
+        if self.ep_info_buffer is not None and len(self.ep_info_buffer) > 0:
+            self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
+            self.logger.record("rollout/ep_len_mean", safe_mean([ep["l"] for ep in self.ep_info_buffer]))
+        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
+
+    # --- adaptation ------------------------------------------------------------------------------
+    def _adaptation_venv(self, env: Any, n_envs: int) -> tuple[VecEnv, Any]:
+        """A VecEnv for adaptation, separate from the training env (whose RNG state must not move)."""
+        base = get_task_env(env)
+        return make_task_vec_env(copy.deepcopy(base), n_envs), base
+
+    def adapt_tasks(
+        self,
+        tasks: Sequence[Task],
+        n_steps: int = 1,
+        n_episodes: int | None = None,
+        env: Any = None,
+        seed: int | None = None,
+        adapt_lr: float | None = None,
+    ) -> tuple[Params, np.ndarray]:
+        """Adapt to every task at once: ``n_steps`` inner VPG steps from θ, each on fresh episodes.
+
+        Leaves the meta-parameters, the training env and every global RNG untouched.
+
+        :return: the adapted stacked parameters and the mean return per task before each step and after the
+            last one, shape (K, n_steps + 1)
+        """
+        n_steps = _check_positive_int("n_steps", n_steps, minimum=0)
+        n_episodes = self.fast_batch_size if n_episodes is None else _check_positive_int("n_episodes", n_episodes)
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError("adapt_tasks needs at least one task")
+        source = env if env is not None else self.task_env
+        if source is None:
+            raise ValueError("No task distribution: pass env=... (the model has none, e.g. loaded without env)")
+        venv, _ = self._adaptation_venv(source, len(tasks) * n_episodes)
+        check_for_correct_spaces(venv, self.observation_space, self.action_space)
+        saved_lr = self.inner_lr
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            if adapt_lr is not None:
+                self.inner_lr = _check_positive_float("adapt_lr", adapt_lr)
+            with th.random.fork_rng(devices=devices):
+                if seed is not None:
+                    th.manual_seed(seed)
+                    venv.seed(seed)
+                result = self._sample_and_adapt(venv, tasks, n_steps, n_episodes, None, sample_last=True)
+        finally:
+            self.inner_lr = saved_lr
+            venv.close()
+        assert result is not None
+        batches, adapted, _, _ = result
+        returns = np.stack([b.episode_returns().mean(dim=1).cpu().numpy() for b in batches], axis=1)
+        return adapted, returns
+
+    def adapt(
+        self: SelfMetaAlgorithm,
+        env: Any = None,
+        n_steps: int | None = None,
+        seed: int | None = None,
+        n_episodes: int | None = None,
+        steps: int | None = None,
+        adapt_lr: float | None = None,
+    ) -> SelfMetaAlgorithm:
+        """Adapt the meta-policy to one task and return a new model holding the adapted parameters.
+
+        :param env: a task from ``sample_tasks()`` (applied to a copy of the model's env), or a task-distribution
+            env already set to a task
+        :param n_steps: inner VPG steps, each on fresh episodes (default 1); ``steps`` is an alias
+        :param seed: seed of the adaptation episodes (the global RNGs are left as they were)
+        :param n_episodes: episodes per step (default ``fast_batch_size``)
+        :param adapt_lr: step size (default ``inner_lr``)
+        :return: a model of the same class whose policy holds θ_task; the original model is unchanged
+        """
+        if n_steps is not None and steps is not None and n_steps != steps:
+            raise ValueError(f"Give n_steps or steps, not both ({n_steps} != {steps})")
+        n_steps = 1 if n_steps is None and steps is None else (n_steps if n_steps is not None else steps)
+        task_source: Any
+        if isinstance(env, Task):
+            if self.task_env is None:
+                raise ValueError("This model has no task distribution to apply the task to: pass an env set to the task")
+            task, task_source = env, self.task_env
+            self.task_env.validate_task(task) if hasattr(self.task_env, "validate_task") else None
+        elif env is not None:
+            task_source = env
+            task = get_task_env(env).get_task()
+        else:
+            raise ValueError("adapt needs a task (from sample_tasks()) or an env set to a task")
+        adapted, returns = self.adapt_tasks(
+            [task], n_steps=n_steps, n_episodes=n_episodes, env=task_source, seed=seed, adapt_lr=adapt_lr
+        )  # type: ignore[arg-type]
+        buffer = io.BytesIO()
+        self.save(buffer)
+        buffer.seek(0)
+        new_model = type(self).load(buffer, device=self.device)
+        new_model._load_meta_parameters({k: v[0] for k, v in adapted.items()})
+        new_model.task_env = copy.deepcopy(get_task_env(task_source))
+        new_model.task_env.reset_task(task)
+        new_model.adaptation_returns = returns[0]
+        return new_model
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "task_env", "_adapt_venvs", "adaptation_returns"]
+
+    def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Any = None, include: Any = None) -> None:
+        """SB3 ``save`` plus every RNG state training draws on, so that training resumes bit for bit."""
+        self._rng_state = get_rng_state(self.task_env, self.env)
+        self._checkpoint_class = type(self).__name__
+        super().save(path, exclude=exclude, include=include)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfMetaAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | str | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfMetaAlgorithm:
+        """Load a checkpoint. ``env`` may be a task distribution, a registered id or a task VecEnv.
+
+        The RNG states saved with the checkpoint are restored into ``env`` (and torch), so that
+        ``learn(..., reset_num_timesteps=False)`` continues as if training had never stopped.
+        """
+        start = path.tell() if isinstance(path, io.IOBase) and path.seekable() else None
+        try:
+            data, _, _ = load_from_zip_file(path, device="cpu", custom_objects=custom_objects, load_data=True)
+        except Exception as e:
+            raise ValueError(f"{path!r} is not a checkpoint saved by {cls.__name__}.save ({type(e).__name__}: {e})") from e
+        saved_class = (data or {}).get("_checkpoint_class")
+        if saved_class is None or saved_class not in {c.__name__ for c in (cls, *_all_subclasses(cls))}:
+            raise ValueError(
+                f"{path!r} is not a {cls.__name__} checkpoint (it was saved by {saved_class or 'another library'})"
+            )
+        if start is not None:
+            path.seek(start)  # type: ignore[union-attr]
+        task_env = None
+        if env is not None:
+            n_envs = data["meta_batch_size"] * data["fast_batch_size"]
+            env, task_env = cls._make_task_env(env, n_envs, None)
+            try:
+                check_for_correct_spaces(env, data["observation_space"], data["action_space"])
+            except ValueError as e:
+                raise ValueError(f"The env given to load does not match the checkpoint: {e}") from e
+        model = super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+        model.task_env = task_env
+        model._adapt_venvs = {}
+        if model._rng_state is not None:
+            set_rng_state(model._rng_state, task_env, model.env)
+        return model
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out

@@ -1,0 +1,224 @@
+"""The maths shared by MAML, FOMAML and Reptile, batched over tasks with ``torch.func``.
+
+Notation: θ meta-parameters, task i with inner batches D_i^(0..n-1) and outer batch D_i', inner loss
+L_i(θ) = −E_{D_i}[log π_θ(a|s) Â], inner learning rate α.
+
+- inner step (all algorithms):     θ_i = θ − α ∇L_i(θ)                          (:meth:`MetaObjective.adapt`)
+- MAML outer objective (TRPO):      max mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â]  s.t.  mean_i KL(π_old ‖ π_{θ_i(θ)}) ≤ δ
+- MAML KL Hessian at θ_old:         H = mean_i J_iᵀ F_i J_i,  J_i = ∂θ_i/∂θ = I − α∇²L_i(θ)     (:meth:`kl_hvp`)
+- FOMAML:                           θ_i := θ + stop_grad(θ_i − θ), so J_i = I: ∇ = mean_i ∇L'_i(θ_i)
+- Reptile:                          θ ← θ + ε mean_i(θ_i − θ)
+
+Parameter sets are dicts name → tensor; a *stacked* set has a leading task dimension K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch as th
+from torch.func import grad, jvp, vjp, vmap
+
+from sb3_meta.common.policies import DistParams, MetaActorCriticPolicy, Params
+
+__all__ = ["MetaObjective", "flatten", "stack_params", "unflatten"]
+
+Batch = dict[str, th.Tensor]
+
+
+def flatten(params: Params) -> th.Tensor:
+    return th.cat([p.reshape(-1) for p in params.values()])
+
+
+def unflatten(vector: th.Tensor, like: Params) -> Params:
+    out, i = {}, 0
+    for name, p in like.items():
+        out[name] = vector[i : i + p.numel()].view_as(p)
+        i += p.numel()
+    return out
+
+
+def stack_params(params: Params, n_tasks: int) -> Params:
+    """The same parameter set for every task: leading dimension K (differentiable w.r.t. ``params``)."""
+    return {k: v.unsqueeze(0).expand(n_tasks, *v.shape).contiguous() for k, v in params.items()}
+
+
+def _masked_mean(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class MetaObjective:
+    """Per-task losses of one meta-policy and their task-batched derivatives.
+
+    :param policy: the meta-policy (its functional actor is used; its own parameters are not touched)
+    :param inner_lr: α, the inner (adaptation) learning rate
+    :param first_order: FOMAML: no gradient through the inner update (J = I)
+    """
+
+    def __init__(self, policy: MetaActorCriticPolicy, inner_lr: float, first_order: bool) -> None:
+        self.policy = policy
+        self.inner_lr = inner_lr
+        self.first_order = first_order
+
+    # --- per-task scalar functions (un-batched; vmap adds the task dimension) -----------------------------
+    def inner_loss(self, params: Params, batch: Batch) -> th.Tensor:
+        """VPG loss L_i(θ) = −mean_t log π_θ(a_t|s_t) Â_t over the task's valid steps."""
+        dist = self.policy.functional_dist_params(params, batch["obs"])
+        return -_masked_mean(self.policy.log_prob(dist, batch["actions"]) * batch["advantages"], batch["mask"])
+
+    def surrogate(self, params: Params, batch: Batch, old_log_prob: th.Tensor) -> th.Tensor:
+        """TRPO surrogate E[π_θ(a|s) / π_old(a|s) · Â] (to maximise)."""
+        dist = self.policy.functional_dist_params(params, batch["obs"])
+        ratio = th.exp(self.policy.log_prob(dist, batch["actions"]) - old_log_prob)
+        return _masked_mean(ratio * batch["advantages"], batch["mask"])
+
+    def kl(self, params: Params, batch: Batch, old_dist: DistParams) -> th.Tensor:
+        """mean_t KL(π_old(·|s_t) ‖ π_θ(·|s_t))."""
+        dist = self.policy.functional_dist_params(params, batch["obs"])
+        return _masked_mean(self.policy.kl(old_dist, dist), batch["mask"])
+
+    # --- inner loop -------------------------------------------------------------------------------------
+    def inner_step(self, params: Params, batch: Batch, shared: bool, create_graph: bool) -> Params:
+        """θ_i = θ − α ∇L_i(θ) for every task at once. ``shared``: ``params`` is one set for all tasks."""
+        grads = vmap(grad(self.inner_loss), in_dims=(None if shared else 0, 0))(params, batch)
+        if not create_graph:
+            grads = {k: g.detach() for k, g in grads.items()}
+        return {k: params[k] - self.inner_lr * grads[k] for k in params}
+
+    def adapt(self, theta: Params, inner_batches: list[Batch], create_graph: bool = False) -> tuple[Params, list[Params]]:
+        """Run the inner steps from θ on the stored inner batches.
+
+        :param theta: meta-parameters (shared by all tasks)
+        :param inner_batches: one flattened batch per inner step (tensors with a leading task dimension)
+        :param create_graph: keep the graph through the inner gradients (second-order MAML)
+        :return: the adapted stacked parameters θ_i and the (detached) parameters at each inner step
+        """
+        n_tasks = inner_batches[0]["obs"].shape[0]
+        path: list[Params] = []
+        params, shared = theta, True
+        for batch in inner_batches:
+            stacked = stack_params(params, n_tasks) if shared else params
+            path.append({k: v.detach() for k, v in stacked.items()})
+            params = self.inner_step(params, batch, shared=shared, create_graph=create_graph)
+            shared = False
+        return params, path
+
+    def adapted_for_meta_gradient(self, theta: Params, inner_batches: list[Batch]) -> Params:
+        """θ_i(θ) as the outer objective sees it: MAML keeps the graph, FOMAML uses θ + stop_grad(θ_i − θ)."""
+        if not self.first_order:
+            return self.adapt(theta, inner_batches, create_graph=True)[0]
+        adapted, _ = self.adapt(theta, inner_batches, create_graph=False)
+        stacked = stack_params(theta, inner_batches[0]["obs"].shape[0])
+        return {k: stacked[k] + (adapted[k] - stacked[k]).detach() for k in theta}
+
+    # --- outer objective ---------------------------------------------------------------------------------
+    def old_policy(self, adapted: Params, outer: Batch) -> tuple[th.Tensor, DistParams]:
+        """log π_old(a|s) and the distribution of the adapted policies on the outer batch (constants for TRPO)."""
+        with th.no_grad():
+            dist = vmap(self.policy.functional_dist_params)(adapted, outer["obs"])
+            log_prob = vmap(self.policy.log_prob)(dist, outer["actions"])
+        return log_prob, dist
+
+    def outer_surrogate_and_kl(
+        self, adapted: Params, outer: Batch, old_log_prob: th.Tensor, old_dist: DistParams
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """mean over tasks of the surrogate and of the KL, at the adapted parameters."""
+        surrogate = vmap(self.surrogate)(adapted, outer, old_log_prob).mean()
+        kl = vmap(self.kl)(adapted, outer, old_dist).mean()
+        return surrogate, kl
+
+    # --- KL Hessian-vector products ------------------------------------------------------------------
+    def _inner_hvp(self, params: Params, batch: Batch, vector: Params) -> Params:
+        """∇²L_i(params) · vector for every task (params, batch, vector stacked over tasks)."""
+
+        def one(p: Params, b: Batch, v: Params) -> Params:
+            return jvp(lambda q: grad(self.inner_loss)(q, b), (p,), (v,))[1]
+
+        return vmap(one)(params, batch, vector)
+
+    def fisher_vp_fn(self, adapted: Params, outer: Batch) -> Callable[[Params], Params]:
+        """u_i ↦ F_i u_i for every task: the KL Hessian at the adapted parameters, F = Jᵀ (∂²KL/∂dist²) J.
+
+        The reverse-mode half (``vjp``) is built once per meta-step and reused by every CG iteration.
+        """
+        obs, mask = outer["obs"], outer["mask"]
+        weights = mask / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+        def dist_fn(p: Params) -> DistParams:
+            return vmap(self.policy.functional_dist_params)(p, obs)
+
+        dist, vjp_fn = vjp(dist_fn, adapted)
+
+        def product(u: Params) -> Params:
+            tangent = jvp(dist_fn, (adapted,), (u,))[1]
+            return vjp_fn(self.policy.fisher_product(dist, tangent, weights))[0]
+
+        return product
+
+    def kl_hvp(
+        self, path: list[Params], inner_batches: list[Batch], adapted: Params, outer: Batch, old_dist: DistParams
+    ) -> Callable[[Params], Params]:
+        """v ↦ mean_i J_iᵀ F_i J_i v at the current θ (second order unless ``first_order``: then J_i = I).
+
+        J_i = Π_s (I − α ∇²L_i^(s)(θ_i^(s))) is applied with inner-loss HVPs (forward, then transposed in
+        reverse order; each factor is symmetric), so every product costs 2n inner HVPs + 1 Fisher product.
+        """
+        n_tasks = outer["obs"].shape[0]
+        fisher_vp = self.fisher_vp_fn(adapted, outer)
+
+        def product(v: Params) -> Params:
+            u = stack_params(v, n_tasks)
+            if not self.first_order:  # u = J v
+                for params_s, batch_s in zip(path, inner_batches):
+                    hu = self._inner_hvp(params_s, batch_s, u)
+                    u = {k: u[k] - self.inner_lr * hu[k] for k in u}
+            w = fisher_vp(u)
+            if not self.first_order:  # w = Jᵀ w
+                for params_s, batch_s in reversed(list(zip(path, inner_batches))):
+                    hw = self._inner_hvp(params_s, batch_s, w)
+                    w = {k: w[k] - self.inner_lr * hw[k] for k in w}
+            return {k: w[k].mean(dim=0) for k in w}
+
+        return product
+
+    def kl_of_theta(self, theta: Params, inner_batches: list[Batch], outer: Batch, old_dist: DistParams) -> th.Tensor:
+        """mean_i KL(π_old ‖ π_{θ_i(θ)}) as a differentiable function of θ (graph through the inner step)."""
+        adapted = self.adapted_for_meta_gradient(theta, inner_batches)
+        return vmap(self.kl)(adapted, outer, old_dist).mean()
+
+    def kl_hvp_double_backward(
+        self, theta: Params, inner_batches: list[Batch], outer: Batch, old_dist: DistParams
+    ) -> Callable[[Params], Params]:
+        """Reference HVP by differentiating the KL's gradient through the inner update (third order)."""
+        names = list(theta)
+
+        def product(v: Params) -> Params:
+            leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
+            kl = self.kl_of_theta(leaves, inner_batches, outer, old_dist)
+            g = th.autograd.grad(kl, [leaves[k] for k in names], create_graph=True)
+            gv = sum((gi * v[k]).sum() for gi, k in zip(g, names))
+            hv = th.autograd.grad(gv, [leaves[k] for k in names])
+            return dict(zip(names, hv))
+
+        return product
+
+    def kl_hvp_finite_difference(
+        self, theta: Params, inner_batches: list[Batch], outer: Batch, old_dist: DistParams, base_eps: float = 1e-5
+    ) -> Callable[[Params], Params]:
+        """HVP by finite differences of the KL gradient, (∇KL(θ + εv) − ∇KL(θ)) / ε (as the original MAML code)."""
+        names = list(theta)
+
+        def kl_grad(point: Params) -> th.Tensor:
+            leaves = {k: point[k].detach().requires_grad_(True) for k in names}
+            kl = self.kl_of_theta(leaves, inner_batches, outer, old_dist)
+            return flatten(dict(zip(names, th.autograd.grad(kl, [leaves[k] for k in names]))))
+
+        base_grad = kl_grad(theta)
+        theta_flat = flatten(theta).detach()
+        eps = base_eps / (theta_flat.norm() + 1e-8)
+
+        def product(v: Params) -> Params:
+            shifted = unflatten(theta_flat + eps * flatten(v), theta)
+            return unflatten((kl_grad(shifted) - base_grad) / eps, theta)
+
+        return product

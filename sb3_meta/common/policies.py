@@ -1,0 +1,165 @@
+"""The meta-policy: SB3's ``ActorCriticPolicy`` plus a *functional* view of its actor.
+
+Meta-learning evaluates one network under many parameter sets at once (one adapted set per task), so the
+actor is also exposed as pure functions of an explicit parameter dict, ``params -> distribution``, that
+``torch.func.vmap`` can batch over tasks and ``torch.func.grad`` can differentiate (twice, for MAML).
+Log-probabilities and KL divergences are written out in closed form so they stay vmap-safe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+__all__ = ["DistParams", "MetaActorCriticPolicy", "MlpPolicy", "Params"]
+
+Params = dict[str, th.Tensor]
+
+
+class DistParams(NamedTuple):
+    """Parameters of the action distribution: ``(mean, log_std)`` for Box, ``(logits, None)`` for Discrete."""
+
+    loc: th.Tensor
+    log_std: th.Tensor | None
+
+
+class _ActorHead(nn.Module):
+    """Wraps the policy so that ``functional_call`` runs the actor only (parameter names keep a ``policy.`` prefix)."""
+
+    def __init__(self, policy: MetaActorCriticPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: th.Tensor) -> DistParams:
+        return self.policy.actor_dist_params(obs)
+
+
+class MetaActorCriticPolicy(ActorCriticPolicy):
+    """SB3 actor-critic policy used as a meta-policy (Gaussian with state-independent log-std, or categorical).
+
+    Defaults follow the MAML RL experiments: two hidden layers of 100 ReLU units. The value head is kept
+    (tiny) for SB3 compatibility but is not trained: the meta-learners use a linear feature baseline.
+    Parameters that define the actor (features extractor, policy MLP, action head, log-std) are the
+    *meta-parameters*; :meth:`actor_parameters` returns them by name.
+
+    :param observation_space: Observation space
+    :param action_space: Action space (Box or Discrete)
+    :param lr_schedule: Learning rate schedule (unused by the meta-learners' own updates)
+    :param net_arch: hidden layers of the actor (and of the unused critic); default ``dict(pi=[100, 100], vf=[])``
+    :param activation_fn: Activation function (default ReLU)
+    :param kwargs: passed to :class:`stable_baselines3.common.policies.ActorCriticPolicy`
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(action_space, (spaces.Box, spaces.Discrete)):
+            raise ValueError(f"Meta-policies support Box and Discrete action spaces, got {action_space}")
+        if kwargs.get("use_sde"):
+            raise ValueError("gSDE is not supported by the meta-learners")
+        if net_arch is None:
+            net_arch = dict(pi=[100, 100], vf=[])
+        super().__init__(
+            observation_space, action_space, lr_schedule, net_arch=net_arch, activation_fn=activation_fn, **kwargs
+        )
+        # Not registered as a submodule (it holds the policy itself: a registered one would be a cycle).
+        self.__dict__["_actor_head"] = _ActorHead(self)
+
+    # --- functional actor ---------------------------------------------------------------------------
+    def actor_parameter_names(self) -> list[str]:
+        """Names (as in ``named_parameters``) of the parameters that define the action distribution."""
+        names = []
+        for name, _ in self.named_parameters():
+            if name.startswith(("value_net.", "mlp_extractor.value_net.", "vf_features_extractor.")):
+                continue
+            names.append(name)
+        return names
+
+    def actor_parameters(self) -> Params:
+        """The meta-parameters θ, by name (the live tensors)."""
+        named = dict(self.named_parameters())
+        return {name: named[name] for name in self.actor_parameter_names()}
+
+    def actor_dist_params(self, obs: th.Tensor) -> DistParams:
+        """Distribution parameters for a batch of observations, using the module's own parameters."""
+        # SB3 preprocessing casts observations to float32; follow the parameters' dtype (float64 in gradient checks)
+        features = self.extract_features(obs, self.pi_features_extractor).to(self.action_net.weight.dtype)
+        latent_pi = self.mlp_extractor.forward_actor(features)
+        out = self.action_net(latent_pi)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return DistParams(out, self.log_std)
+        if isinstance(self.action_dist, CategoricalDistribution):
+            return DistParams(out, None)
+        raise ValueError(f"Unsupported action distribution {type(self.action_dist).__name__}")
+
+    def functional_dist_params(self, params: Params, obs: th.Tensor) -> DistParams:
+        """``actor_dist_params`` under the parameters ``params`` (a dict as from :meth:`actor_parameters`)."""
+        return th.func.functional_call(self._actor_head, {f"policy.{k}": v for k, v in params.items()}, (obs,), strict=False)
+
+    @property
+    def is_discrete(self) -> bool:
+        return isinstance(self.action_dist, CategoricalDistribution)
+
+    # --- closed-form distribution maths (vmap-safe) --------------------------------------------------
+    def log_prob(self, dist: DistParams, actions: th.Tensor) -> th.Tensor:
+        """log π(a|s), summed over action dimensions; shape = batch shape."""
+        if self.is_discrete:
+            log_p = th.log_softmax(dist.loc, dim=-1)
+            return th.gather(log_p, -1, actions.long().unsqueeze(-1)).squeeze(-1)
+        assert dist.log_std is not None
+        z = (actions - dist.loc) * th.exp(-dist.log_std)
+        return (-0.5 * z.pow(2) - dist.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def kl(self, old: DistParams, new: DistParams) -> th.Tensor:
+        """KL(old ‖ new) per sample, summed over action dimensions."""
+        if self.is_discrete:
+            log_p_old = th.log_softmax(old.loc, dim=-1)
+            log_p_new = th.log_softmax(new.loc, dim=-1)
+            return (log_p_old.exp() * (log_p_old - log_p_new)).sum(-1)
+        assert old.log_std is not None and new.log_std is not None
+        var_old, var_new = th.exp(2 * old.log_std), th.exp(2 * new.log_std)
+        return (new.log_std - old.log_std + (var_old + (old.loc - new.loc).pow(2)) / (2 * var_new) - 0.5).sum(-1)
+
+    def fisher_product(self, dist: DistParams, tangent: DistParams, weights: th.Tensor) -> DistParams:
+        """∇²_{new} KL(dist ‖ new)|_{new=dist} applied to a tangent of the distribution parameters.
+
+        With J = ∂(distribution parameters)/∂θ, the Fisher-vector product is Jᵀ (this) J v: the exact KL
+        Hessian at the current parameters, at the cost of one forward-mode and one reverse-mode pass.
+        ``weights`` (per sample) are those of the mean over samples.
+        """
+        if self.is_discrete:
+            p = th.softmax(dist.loc, dim=-1)
+            u = tangent.loc
+            return DistParams((p * u - p * (p * u).sum(-1, keepdim=True)) * weights.unsqueeze(-1), None)
+        assert dist.log_std is not None and tangent.log_std is not None
+        loc = tangent.loc * th.exp(-2 * dist.log_std).unsqueeze(-2) * weights.unsqueeze(-1)
+        # d²KL/d(log σ)² = 2 per action dimension (state independent), averaged over samples
+        log_std = 2 * tangent.log_std * weights.sum(-1, keepdim=True)
+        return DistParams(loc, log_std)
+
+    def sample(self, dist: DistParams, deterministic: bool = False) -> th.Tensor:
+        """Draw actions (torch's global RNG); the mode when ``deterministic``."""
+        if self.is_discrete:
+            if deterministic:
+                return dist.loc.argmax(-1)
+            return th.distributions.Categorical(logits=dist.loc).sample()
+        if deterministic:
+            return dist.loc
+        assert dist.log_std is not None
+        return dist.loc + th.exp(dist.log_std) * th.randn_like(dist.loc)
+
+
+MlpPolicy = MetaActorCriticPolicy

@@ -1,0 +1,234 @@
+"""Sampling a meta-batch as one batch, the linear feature baseline, and GAE.
+
+Layout: ``K`` tasks x ``E`` episodes per task run as ``K * E`` sub-envs of one VecEnv (sub-env ``k * E + e``
+holds task ``k``). A pass runs every sub-env for exactly one episode (at most ``T`` steps) and stores it
+padded as tensors of shape ``(K, T, E, ...)`` with a validity ``mask``; per-task work is then a batch
+over the leading task dimension (``torch.func.vmap``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_meta.common.policies import MetaActorCriticPolicy, Params
+
+__all__ = ["LinearFeatureBaseline", "TaskBatch", "collect_task_batch", "discounted_returns", "gae_advantages"]
+
+
+@dataclasses.dataclass
+class TaskBatch:
+    """One episode per sub-env for ``K`` tasks x ``E`` episodes, padded to ``T`` steps.
+
+    Tensors have shape ``(K, T, E, ...)``; ``mask`` is 1 on steps that happened. ``advantages`` is filled by
+    :meth:`compute_advantages`.
+    """
+
+    obs: th.Tensor
+    actions: th.Tensor
+    rewards: th.Tensor
+    mask: th.Tensor
+    tasks: list[Any]
+    advantages: th.Tensor | None = None
+
+    @property
+    def n_tasks(self) -> int:
+        return self.obs.shape[0]
+
+    @property
+    def n_steps(self) -> int:
+        """Number of env steps that happened (valid transitions)."""
+        return int(self.mask.sum().item())
+
+    def episode_returns(self) -> th.Tensor:
+        """Undiscounted return of every episode, shape ``(K, E)``."""
+        return (self.rewards * self.mask).sum(dim=1)
+
+    def mean_return(self) -> float:
+        return float(self.episode_returns().mean().item())
+
+    def compute_advantages(self, gamma: float, gae_lambda: float, normalize: bool = True) -> th.Tensor:
+        """Fit a linear feature baseline per task on this batch, then GAE(γ, λ), normalised per task."""
+        returns = discounted_returns(self.rewards, self.mask, gamma)
+        values = LinearFeatureBaseline().fit_predict(self.obs, self.mask, returns)
+        adv = gae_advantages(self.rewards, values, self.mask, gamma, gae_lambda)
+        if normalize:
+            adv = normalize_per_task(adv, self.mask)
+        self.advantages = adv
+        return adv
+
+    def flat(self) -> dict[str, th.Tensor]:
+        """Per-task tensors flattened over (time, episode): ``(K, T*E, ...)``, the input of the vmapped losses."""
+        if self.advantages is None:
+            raise RuntimeError("call compute_advantages() first")
+        k = self.n_tasks
+        return {
+            "obs": self.obs.reshape(k, -1, *self.obs.shape[3:]),
+            "actions": self.actions.reshape(k, -1, *self.actions.shape[3:]),
+            "advantages": self.advantages.reshape(k, -1),
+            "mask": self.mask.reshape(k, -1),
+        }
+
+
+def discounted_returns(rewards: th.Tensor, mask: th.Tensor, gamma: float) -> th.Tensor:
+    """G_t = r_t + γ G_{t+1} within each episode (time is dim 1), zero past its end."""
+    out = th.zeros_like(rewards)
+    running = th.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = (rewards[:, t] + gamma * running) * mask[:, t]
+        out[:, t] = running
+    return out
+
+
+def gae_advantages(rewards: th.Tensor, values: th.Tensor, mask: th.Tensor, gamma: float, gae_lambda: float) -> th.Tensor:
+    """GAE: δ_t = r_t + γ V(s_{t+1}) − V(s_t), Â_t = δ_t + γλ Â_{t+1}; the value after an episode's last step is 0."""
+    adv = th.zeros_like(rewards)
+    next_value = th.zeros_like(rewards[:, 0])
+    next_adv = th.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_adv = (delta + gamma * gae_lambda * next_adv) * m
+        adv[:, t] = next_adv
+        next_value = values[:, t] * m
+    return adv
+
+
+def normalize_per_task(x: th.Tensor, mask: th.Tensor, eps: float = 1e-8) -> th.Tensor:
+    """(x − mean) / (std + eps) over the valid entries of each task (dim 0 indexes tasks)."""
+    dims = tuple(range(1, x.dim()))
+    n = mask.sum(dim=dims, keepdim=True).clamp_min(1.0)
+    mean = (x * mask).sum(dim=dims, keepdim=True) / n
+    var = ((x - mean).pow(2) * mask).sum(dim=dims, keepdim=True) / n
+    return (x - mean) / (var.sqrt() + eps) * mask
+
+
+class LinearFeatureBaseline:
+    """Linear value baseline fitted per task by ridge regression (Duan et al., 2016; as in MAML's RL code).
+
+    Features of a state at time t of its episode: ``[o, o², t/100, (t/100)², (t/100)³, 1]`` with
+    ``o = clip(obs, -10, 10)``. Ridge coefficient ``reg_coeff`` (1e-5), raised x10 for a task whose solve
+    fails (non-finite), at most ``max_tries`` times. All tasks are solved as one batched linear system.
+
+    :param reg_coeff: initial ridge coefficient
+    :param max_tries: attempts with a growing ridge coefficient
+    """
+
+    def __init__(self, reg_coeff: float = 1e-5, max_tries: int = 5) -> None:
+        self.reg_coeff = reg_coeff
+        self.max_tries = max_tries
+
+    @staticmethod
+    def features(obs: th.Tensor) -> th.Tensor:
+        """``obs``: (K, T, E, ...) → features (K, T, E, F); t is the index along dim 1."""
+        k, t_max, e = obs.shape[:3]
+        o = obs.reshape(k, t_max, e, -1).to(th.float64).clamp(-10.0, 10.0)
+        t = (th.arange(t_max, device=obs.device, dtype=th.float64) / 100.0).view(1, t_max, 1, 1).expand(k, t_max, e, 1)
+        return th.cat([o, o * o, t, t**2, t**3, th.ones_like(t)], dim=-1)
+
+    def fit_predict(self, obs: th.Tensor, mask: th.Tensor, returns: th.Tensor) -> th.Tensor:
+        """Fit one weight vector per task on (obs, returns) and return the fitted values, shape (K, T, E)."""
+        feats = self.features(obs)
+        k, f = feats.shape[0], feats.shape[-1]
+        phi = (feats * mask.to(th.float64).unsqueeze(-1)).reshape(k, -1, f)
+        target = (returns.to(th.float64) * mask).reshape(k, -1, 1)
+        gram = phi.transpose(1, 2) @ phi
+        rhs = phi.transpose(1, 2) @ target
+        eye = th.eye(f, dtype=th.float64, device=obs.device)
+        reg = th.full((k, 1, 1), self.reg_coeff, dtype=th.float64, device=obs.device)
+        weights = th.zeros(k, f, 1, dtype=th.float64, device=obs.device)
+        todo = th.ones(k, dtype=th.bool, device=obs.device)
+        for _ in range(self.max_tries):
+            sol = th.linalg.solve_ex(gram + reg * eye, rhs)[0]
+            ok = th.isfinite(sol).all(dim=(1, 2))
+            weights = th.where((todo & ok).view(k, 1, 1), sol, weights)
+            todo = todo & ~ok
+            if not todo.any():
+                break
+            reg = th.where(todo.view(k, 1, 1), reg * 10, reg)
+        values = (feats @ weights.view(k, 1, f, 1)).squeeze(-1)
+        return values.to(returns.dtype) * mask
+
+
+def collect_task_batch(
+    venv: VecEnv,
+    policy: MetaActorCriticPolicy,
+    tasks: Sequence[Any],
+    episodes_per_task: int,
+    params: Params,
+    per_task_params: bool,
+    max_steps: int,
+    on_step: Callable[[np.ndarray, np.ndarray, np.ndarray, list[dict]], bool] | None = None,
+) -> TaskBatch | None:
+    """Run one episode in every sub-env of ``venv`` (``len(tasks) * episodes_per_task`` of them) as one batch.
+
+    :param venv: task VecEnv with ``set_tasks``
+    :param policy: the meta-policy
+    :param tasks: K tasks; sub-env ``k * E + e`` gets ``tasks[k]``
+    :param episodes_per_task: E
+    :param params: actor parameters: shared (``per_task_params=False``) or stacked with a leading K dimension
+    :param per_task_params: whether ``params`` holds one parameter set per task
+    :param max_steps: horizon T (a pass stops earlier when every episode has ended)
+    :param on_step: called after every VecEnv step with ``(new_obs, rewards, dones, infos)``; returning False
+        aborts the pass (and this function returns None)
+    :return: the padded batch, or None when ``on_step`` asked to stop
+    """
+    k, e = len(tasks), episodes_per_task
+    n_envs = k * e
+    if venv.num_envs != n_envs:
+        raise ValueError(f"The VecEnv has {venv.num_envs} sub-envs; expected {k} tasks x {e} episodes = {n_envs}")
+    device = policy.device
+    venv.set_tasks([task for task in tasks for _ in range(e)])  # type: ignore[attr-defined]
+    obs = venv.reset()
+    action_space = policy.action_space
+    active = np.ones(n_envs, dtype=bool)
+    obs_buf, act_buf, rew_buf, mask_buf = [], [], [], []
+
+    if per_task_params:
+        dist_fn = th.func.vmap(policy.functional_dist_params, in_dims=(0, 0))
+    for _ in range(max_steps):
+        with th.no_grad():
+            obs_t = th.as_tensor(np.asarray(obs), device=device)
+            if per_task_params:
+                dist = dist_fn(params, obs_t.reshape(k, e, *obs_t.shape[1:]))
+                dist = type(dist)(dist.loc.reshape(n_envs, *dist.loc.shape[2:]), dist.log_std)
+                if dist.log_std is not None:  # per-task log-std → one row per sub-env
+                    dist = type(dist)(dist.loc, dist.log_std.repeat_interleave(e, dim=0))
+            else:
+                dist = policy.functional_dist_params(params, obs_t)
+            actions = policy.sample(dist)
+        actions_np = actions.cpu().numpy()
+        env_actions = actions_np
+        if isinstance(action_space, spaces.Box):
+            # As SB3's on-policy algorithms: the env gets clipped actions, the log-prob uses the raw sample.
+            env_actions = np.clip(actions_np, action_space.low, action_space.high)
+        new_obs, rewards, dones, infos = venv.step(env_actions)
+        obs_buf.append(obs_t)
+        act_buf.append(actions)
+        rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
+        mask_buf.append(th.as_tensor(active, dtype=th.float32, device=device))
+        active = active & ~dones
+        if on_step is not None and on_step(new_obs, rewards, dones, infos) is False:
+            return None
+        obs = new_obs
+        if not active.any():
+            break
+
+    def stack(buf: list[th.Tensor]) -> th.Tensor:
+        x = th.stack(buf, dim=0)  # (T, K*E, ...)
+        x = x.reshape(x.shape[0], k, e, *x.shape[2:])
+        return x.transpose(0, 1).contiguous()  # (K, T, E, ...)
+
+    return TaskBatch(
+        obs=stack(obs_buf).float(),
+        actions=stack(act_buf),
+        rewards=stack(rew_buf),
+        mask=stack(mask_buf),
+        tasks=list(tasks),
+    )

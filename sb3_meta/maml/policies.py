@@ -1,0 +1,5 @@
+from sb3_meta.common.policies import MetaActorCriticPolicy
+
+MlpPolicy = MetaActorCriticPolicy
+
+__all__ = ["MlpPolicy"]

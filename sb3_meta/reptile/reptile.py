@@ -1,0 +1,111 @@
+"""Reptile (batched) for RL: move the initialisation towards the task-adapted parameters."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from stable_baselines3.common.type_aliases import GymEnv
+
+from sb3_meta.common.base_class import MetaAlgorithm, _check_positive_float
+from sb3_meta.common.policies import MetaActorCriticPolicy, Params
+from sb3_meta.common.rollout import TaskBatch
+from sb3_meta.reptile.policies import MlpPolicy
+
+SelfReptile = TypeVar("SelfReptile", bound="Reptile")
+
+
+class Reptile(MetaAlgorithm):
+    """
+    Reptile (Nichol, Achiam & Schulman, 2018), batched version (Algorithm 3 of the project paper), for RL.
+
+    Paper: https://arxiv.org/abs/1803.02999
+
+    Per task, ``n_inner_steps`` VPG steps on fresh episodes give θ_i; then θ ← θ + ε · mean_i(θ_i − θ).
+    With one inner step Reptile is plain policy gradient on the task mixture, hence ``n_inner_steps=3``.
+
+    :param policy: The policy model to use (MlpPolicy)
+    :param env: a task distribution, a registered id or a task VecEnv with ``meta_batch_size * fast_batch_size``
+        sub-envs
+    :param meta_batch_size: tasks per meta-iteration (40)
+    :param fast_batch_size: episodes per task and sampling pass (20)
+    :param inner_lr: α, inner VPG learning rate (0.1)
+    :param n_inner_steps: inner steps per task, each on fresh episodes (3)
+    :param outer_lr: ε, the outer step size (1.0: the mean adapted parameters)
+    :param anneal_outer_lr: anneal ε linearly to 0 over ``total_timesteps``
+    :param gamma: discount factor (0.99)
+    :param gae_lambda: GAE λ (1.0)
+    :param max_episode_steps: episode horizon (default: the env's)
+    :param normalize_advantage: normalise advantages per task
+    :param max_nonfinite_iterations: consecutive non-finite iterations tolerated before an error
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[MetaActorCriticPolicy]]] = {"MlpPolicy": MlpPolicy}
+    _needs_post_adaptation_batch: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        policy: str | type[MetaActorCriticPolicy],
+        env: GymEnv | str | None,
+        meta_batch_size: int = 40,
+        fast_batch_size: int = 20,
+        inner_lr: float = 0.1,
+        n_inner_steps: int = 3,
+        outer_lr: float = 1.0,
+        anneal_outer_lr: bool = False,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        max_episode_steps: int | None = None,
+        normalize_advantage: bool = True,
+        max_nonfinite_iterations: int = 3,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self.outer_lr = _check_positive_float("outer_lr", outer_lr)
+        self.anneal_outer_lr = bool(anneal_outer_lr)
+        super().__init__(
+            policy,
+            env,
+            meta_batch_size=meta_batch_size,
+            fast_batch_size=fast_batch_size,
+            inner_lr=inner_lr,
+            n_inner_steps=n_inner_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            max_episode_steps=max_episode_steps,
+            normalize_advantage=normalize_advantage,
+            max_nonfinite_iterations=max_nonfinite_iterations,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=_init_setup_model,
+        )
+
+    def current_outer_lr(self) -> float:
+        return self.outer_lr * (self._current_progress_remaining if self.anneal_outer_lr else 1.0)
+
+    def _outer_step(self, batches: list[TaskBatch], adapted: Params) -> dict[str, float] | None:
+        theta = self.meta_parameters()
+        epsilon = self.current_outer_lr()
+        # θ ← θ + ε · mean_i(θ_i − θ)
+        update = {k: (adapted[k] - theta[k].unsqueeze(0)).mean(dim=0) for k in theta}
+        if not all(th.isfinite(u).all() for u in update.values()):
+            return None
+        self._load_meta_parameters({k: theta[k] + epsilon * update[k] for k in theta})
+        norm = float(th.sqrt(sum((u**2).sum() for u in update.values())))
+        return {"train/outer_lr": epsilon, "train/update_norm": norm}
