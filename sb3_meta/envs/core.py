@@ -22,8 +22,32 @@ import numpy as np
 
 __all__ = ["Task", "TaskEnv", "TaskT", "check_task"]
 
-# Every Task subclass by name, so that ``Task.from_json`` can rebuild a task of any distribution.
-_TASK_REGISTRY: dict[str, type[Task]] = {}
+# Every Task subclass by name, so that ``Task.from_json`` can rebuild a task of any distribution. Two classes of
+# one name (in different modules) are both kept: the name is then ambiguous and ``Task.from_json`` says so.
+_TASK_REGISTRY: dict[str, list[type[Task]]] = {}
+
+
+def _register_task_class(cls: type[Task]) -> None:
+    same_name = _TASK_REGISTRY.setdefault(cls.__name__, [])
+    # A class defined again at the same place (module reloaded, example re-run) replaces the old one.
+    same_name[:] = [c for c in same_name if (c.__module__, c.__qualname__) != (cls.__module__, cls.__qualname__)]
+    same_name.append(cls)
+
+
+def _lookup_task_class(name: str, base: type[Task]) -> type[Task]:
+    """The task class called ``name`` that derives from ``base``; ``ValueError`` if none or several."""
+    if base is not Task and name == base.__name__:
+        return base
+    candidates = _TASK_REGISTRY.get(name, [])
+    if not candidates:
+        raise ValueError(f"Unknown task type {name!r}; known: {sorted(_TASK_REGISTRY)}")
+    matching = [c for c in candidates if issubclass(c, base)]
+    if not matching:
+        raise ValueError(f"Expected a {base.__name__}, got a {name}")
+    if len(matching) > 1:
+        places = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in matching)
+        raise ValueError(f"Task type {name!r} is ambiguous ({places}); call from_dict/from_json on the task class itself")
+    return matching[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +60,7 @@ class Task:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _TASK_REGISTRY[cls.__name__] = cls
+        _register_task_class(cls)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -68,6 +92,7 @@ class Task:
         return out
 
     def to_json(self) -> str:
+        """JSON form of :meth:`to_dict`; :meth:`from_json` reads it back."""
         return json.dumps(self.to_dict())
 
     @classmethod
@@ -77,11 +102,15 @@ class Task:
             raise ValueError(f"Expected a dict with a 'type' key (as written by Task.to_dict), got {data!r}")
         data = dict(data)
         name = data.pop("type")
-        task_cls = _TASK_REGISTRY.get(name)
-        if task_cls is None:
-            raise ValueError(f"Unknown task type {name!r}; known: {sorted(_TASK_REGISTRY)}")
-        if cls is not Task and not issubclass(task_cls, cls):
-            raise ValueError(f"Expected a {cls.__name__}, got a {name}")
+        task_cls = _lookup_task_class(str(name), cls)
+        names = {field.name for field in dataclasses.fields(task_cls)}
+        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        if missing or unknown:
+            raise ValueError(
+                f"Malformed {name}: expected the fields {sorted(names)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {unknown}" if unknown else "")
+            )
         try:
             return task_cls(**data)
         except TypeError as e:
@@ -89,7 +118,12 @@ class Task:
 
     @classmethod
     def from_json(cls, text: str) -> Task:
-        return cls.from_dict(json.loads(text))
+        """Inverse of :meth:`to_json`; raises ``ValueError`` on malformed JSON or a task of another type."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"Expected a JSON task (as written by Task.to_json), got {text!r}: {e}") from e
+        return cls.from_dict(data)
 
     def as_array(self) -> np.ndarray:
         """The task's numbers, flattened, as float32 (appended to observations by the oracle wrapper)."""
@@ -154,7 +188,21 @@ class TaskEnv(gym.Env, Generic[TaskT]):
 
     @property
     def task_rng(self) -> np.random.Generator:
+        """The RNG that :meth:`sample_tasks` draws from (reseeded by ``reset(seed=...)``)."""
         return self._task_rng
+
+    @task_rng.setter
+    def task_rng(self, rng: np.random.Generator) -> None:
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(f"task_rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        self._task_rng = rng
+
+    def spawn_task_rngs(self, n: int) -> list[np.random.Generator]:
+        """``n`` independent task RNGs derived from this env's (one per sub-env of a vector env).
+
+        The stream of :meth:`sample_tasks` is not advanced, so the result depends only on how this env was seeded.
+        """
+        return self._task_rng.spawn(int(n))
 
     def sample_tasks(self, n: int) -> list[TaskT]:
         """Draw ``n`` tasks from this distribution with the env's own seeded RNG."""
@@ -173,23 +221,42 @@ class TaskEnv(gym.Env, Generic[TaskT]):
         self._task = task
 
     def get_task(self) -> TaskT:
+        """The current task; ``RuntimeError`` before the first ``reset()`` / ``reset_task()``."""
         if self._task is None:
             raise RuntimeError(f"{type(self).__name__} has no task yet: call reset_task(task) or reset()")
         return self._task
 
     # --- reset handling shared by every distribution ----------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):  # type: ignore[override]
-        if seed is not None:
-            self._task_rng = self._make_task_rng(seed)
-        options = options or {}
+    def parse_reset_options(self, options: dict[str, Any] | None) -> tuple[TaskT | None, bool]:
+        """Validate ``reset`` options before anything changes.
+
+        :return: ``(task, sample)``: the task given with ``{"task": task}`` (validated) or None, and whether
+            ``{"sample_task": True}`` asks for a fresh task
+        """
+        if options is None:
+            return None, False
+        if not isinstance(options, dict):
+            raise ValueError(f"reset options must be a dict or None, got {type(options).__name__}")
         unknown = set(options) - {"task", "sample_task"}
         if unknown:
             raise ValueError(f"Unknown reset options {sorted(unknown)}; expected 'task' and/or 'sample_task'")
-        if "task" in options and options.get("sample_task"):
+        sample = bool(options.get("sample_task", False))
+        if "task" in options and sample:
             raise ValueError("reset options: give either 'task' or 'sample_task', not both")
-        if "task" in options:
-            self.reset_task(options["task"])
-        elif options.get("sample_task") or self.sample_task_on_reset or self._task is None:
+        task = self.validate_task(options["task"]) if "task" in options else None
+        return task, sample
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):  # type: ignore[override]
+        """Reseed (if ``seed``), switch task as the options say, and seed gymnasium's ``np_random``.
+
+        Subclasses call this first, then build the initial observation from the (current) task.
+        """
+        task, sample = self.parse_reset_options(options)  # raises before anything changed
+        if seed is not None:
+            self._task_rng = self._make_task_rng(seed)
+        if task is not None:
+            self.reset_task(task)
+        elif sample or self.sample_task_on_reset or self._task is None:
             self.reset_task(self.sample_tasks(1)[0])
         return super().reset(seed=seed, options=None)
 

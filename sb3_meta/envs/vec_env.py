@@ -10,7 +10,7 @@ SB3's ``DummyVecEnv`` / ``SubprocVecEnv`` with the same ``set_tasks`` / ``get_ta
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -32,28 +32,41 @@ __all__ = [
 
 
 def check_actions(actions: Any, action_space: gym.Space, n_envs: int) -> np.ndarray:
-    """Validate a batch of actions; raise ``ValueError`` on a wrong shape or a non-finite value."""
-    actions = np.asarray(actions)
+    """Validate a batch of actions; raise ``ValueError`` on a wrong shape, a non-numeric or a non-finite value.
+
+    :param actions: ``n_envs`` actions stacked (for ``n_envs == 1`` a single unbatched action is accepted too)
+    :param action_space: the action space of one sub-env (``Box`` or ``Discrete``)
+    :param n_envs: number of sub-envs
+    :return: the actions as float64 (``Box``) or int64 (``Discrete``), shape ``(n_envs, *action_space.shape)``
+    """
+    try:
+        actions = np.asarray(actions)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"Expected {n_envs} actions from {action_space}, got {actions!r}") from e
+    if not (np.issubdtype(actions.dtype, np.integer) or np.issubdtype(actions.dtype, np.floating)):
+        raise ValueError(f"Expected real numeric actions, got dtype {actions.dtype}")
     if isinstance(action_space, gym.spaces.Box):
         expected = (n_envs, *action_space.shape)
         if actions.shape != expected:
             if n_envs == 1 and actions.shape == action_space.shape:
                 actions = actions[None]
             else:
-                raise ValueError(f"Expected actions of shape {expected}, got {actions.shape}")
-        if not np.issubdtype(actions.dtype, np.number):
-            raise ValueError(f"Expected numeric actions, got dtype {actions.dtype}")
+                raise ValueError(f"Expected actions of shape {expected} ({n_envs} envs x {action_space}), got {actions.shape}")
         actions = actions.astype(np.float64)
         if not np.all(np.isfinite(actions)):
             raise ValueError("Actions must be finite; got NaN or inf (the state was left unchanged)")
         return actions
     if isinstance(action_space, gym.spaces.Discrete):
-        actions = actions.reshape(-1) if actions.size == n_envs else actions
-        if actions.shape != (n_envs,) or not np.issubdtype(actions.dtype, np.integer) and not np.all(actions == np.round(actions)):
-            raise ValueError(f"Expected {n_envs} integer actions in [0, {action_space.n}), got {actions!r}")
+        low, high = int(action_space.start), int(action_space.start + action_space.n)
+        if actions.size == n_envs:
+            actions = actions.reshape(n_envs)
+        if actions.shape != (n_envs,):
+            raise ValueError(f"Expected {n_envs} discrete actions, got shape {actions.shape}")
+        if not np.all(np.isfinite(actions)) or not np.all(actions == np.round(actions)):
+            raise ValueError(f"Discrete actions must be integers in [{low}, {high}), got {actions!r}")
         actions = actions.astype(np.int64)
-        if np.any(actions < action_space.start) or np.any(actions >= action_space.start + action_space.n):
-            raise ValueError(f"Discrete actions must lie in [{action_space.start}, {action_space.start + action_space.n})")
+        if np.any(actions < low) or np.any(actions >= high):
+            raise ValueError(f"Discrete actions must lie in [{low}, {high}), got {actions!r}")
         return actions
     raise ValueError(f"Unsupported action space {action_space}")
 
@@ -70,6 +83,15 @@ def get_task_env(env: Any) -> TaskEnv:
     return base
 
 
+def _checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
+    """``venv._get_indices(indices)`` as a list, with a ``ValueError`` for an index out of range."""
+    idx = [int(i) for i in venv._get_indices(indices)]
+    bad = [i for i in idx if not 0 <= i < venv.num_envs]
+    if bad:
+        raise ValueError(f"{type(venv).__name__}: sub-env indices {bad} out of range [0, {venv.num_envs})")
+    return idx
+
+
 class _TaskVecEnvMixin:
     """``set_tasks`` / ``get_tasks`` for SB3's own vector envs (the fallback for any task distribution)."""
 
@@ -80,13 +102,25 @@ class _TaskVecEnvMixin:
 
     def set_tasks(self, tasks: Sequence[Task], indices: VecEnvIndices = None) -> None:
         """Give sub-env ``indices[k]`` the task ``tasks[k]``; all tasks are validated before any is applied."""
-        idx = self._get_indices(indices)  # type: ignore[attr-defined]
+        idx = _checked_indices(self, indices)
         tasks = as_task_list(tasks, self._task_type(), len(idx), f"{type(self).__name__}.set_tasks")
-        for i, task in zip(idx, tasks):
+        # The sub-envs' own checks (validate_task) run on every task before any sub-env switches.
+        for i, task in zip(idx, tasks, strict=True):
+            self.env_method("validate_task", task, indices=[i])  # type: ignore[attr-defined]
+        for i, task in zip(idx, tasks, strict=True):
             self.env_method("reset_task", task, indices=[i])  # type: ignore[attr-defined]
 
     def get_tasks(self, indices: VecEnvIndices = None) -> list[Task]:
+        """The task of each sub-env in ``indices`` (all by default)."""
         return self.env_method("get_task", indices=indices)  # type: ignore[attr-defined]
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Validate the whole batch of actions first, so that a bad action steps no sub-env (and kills no worker)."""
+        space = self.action_space  # type: ignore[attr-defined]
+        if isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
+            checked = check_actions(actions, space, self.num_envs)
+            actions = np.asarray(actions).reshape(checked.shape)
+        super().step_async(actions)  # type: ignore[misc]
 
     def sample_task_batch(self, n: int) -> list[Task]:
         """Draw ``n`` tasks with the RNG of sub-env 0."""
@@ -110,6 +144,11 @@ class BatchedTaskVecEnv(VecEnv):
     (for the task mixture), seeds, reset options and ``env_method("reset_task" | "get_task" | "sample_tasks")``
     are shared here.
 
+    Tasks behave as in ``n_envs`` independent copies of ``env`` (and as in :class:`TaskDummyVecEnv`): a sub-env
+    keeps its task across resets; if ``env`` has a task, every sub-env starts with it, otherwise sub-env ``i``
+    draws its own at the first ``reset()`` from its task RNG (``seed + i`` after ``seed(seed)``, else an
+    independent RNG spawned from ``env``'s). Until then ``get_tasks`` shows the task that reset will draw.
+
     :param env: the task distribution (its constants and spaces are shared by all sub-envs)
     :param n_envs: number of sub-envs
     """
@@ -119,36 +158,67 @@ class BatchedTaskVecEnv(VecEnv):
             raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
         self.template_env = env
         super().__init__(int(n_envs), env.observation_space, env.action_space)
-        task = env._task if env._task is not None else env.sample_tasks(1)[0]
-        self._tasks: list[Task] = [task] * self.num_envs
-        self._task_rngs = [copy.deepcopy(env.task_rng) for _ in range(self.num_envs)]
+        self._task_rngs = env.spawn_task_rngs(self.num_envs)
+        if env._task is not None:
+            self._tasks: list[Task] = [env._task] * self.num_envs
+            self._auto_task = np.zeros(self.num_envs, dtype=bool)
+        else:
+            # Placeholders drawn from copies of the RNGs: the first reset() draws the same tasks for real.
+            self._tasks = [env._sample_task(copy.deepcopy(rng)) for rng in self._task_rngs]
+            self._auto_task = np.ones(self.num_envs, dtype=bool)
         self.render_mode = None
 
     # --- subclass hooks --------------------------------------------------------------------------
     def _apply_tasks(self, indices: np.ndarray, tasks: list[Task]) -> None:
+        """Store ``tasks[k]`` in the arrays of sub-env ``indices[k]`` (tasks are already validated)."""
         raise NotImplementedError
 
     def _reset_envs(self, indices: np.ndarray) -> None:
+        """Put sub-envs ``indices`` in their initial state (of their current task)."""
         raise NotImplementedError
 
     def _observations(self) -> np.ndarray:
+        """Observations of all sub-envs, shape ``(n_envs, *observation_space.shape)``."""
         raise NotImplementedError
 
     def _reset_rng(self, index: int, seed: int) -> None:
         """Reseed the initial-state RNG of one sub-env (override where initial states are random)."""
 
+    def _get_init_rng_states(self) -> list[Any] | None:
+        """States of the per-sub-env initial-state RNGs (override where initial states are random)."""
+        return None
+
+    def _set_init_rng_states(self, states: list[Any] | None) -> None:
+        """Inverse of :meth:`_get_init_rng_states`."""
+
+    def get_rng_states(self) -> dict[str, Any]:
+        """Every RNG state of the sub-envs (task RNGs for the task mixture, initial-state RNGs), for checkpoints."""
+        return {
+            "task_rngs": [rng.bit_generator.state for rng in self._task_rngs],
+            "init_rngs": self._get_init_rng_states(),
+        }
+
+    def set_rng_states(self, states: dict[str, Any]) -> None:
+        if len(states["task_rngs"]) != self.num_envs:
+            raise ValueError(f"RNG states are for {len(states['task_rngs'])} sub-envs, this VecEnv has {self.num_envs}")
+        for rng, state in zip(self._task_rngs, states["task_rngs"]):
+            rng.bit_generator.state = state
+        self._set_init_rng_states(states["init_rngs"])
+
     # --- tasks ------------------------------------------------------------------------------------
     def set_tasks(self, tasks: Sequence[Task], indices: VecEnvIndices = None) -> None:
         """Give sub-env ``indices[k]`` the task ``tasks[k]``; all tasks are validated before any is applied."""
-        idx = np.asarray(self._get_indices(indices), dtype=np.int64)
+        idx = np.asarray(_checked_indices(self, indices), dtype=np.int64)
         tasks = as_task_list(tasks, self.template_env.task_type, len(idx), f"{type(self).__name__}.set_tasks")
         tasks = [self.template_env.validate_task(t) for t in tasks]
         self._apply_tasks(idx, tasks)
-        for i, task in zip(idx.tolist(), tasks):
+        for i, task in zip(idx.tolist(), tasks, strict=True):
             self._tasks[i] = task
+        self._auto_task[idx] = False
 
     def get_tasks(self, indices: VecEnvIndices = None) -> list[Task]:
-        return [self._tasks[i] for i in self._get_indices(indices)]
+        """The task of each sub-env in ``indices`` (all by default)."""
+        return [self._tasks[i] for i in _checked_indices(self, indices)]
 
     def sample_task_batch(self, n: int) -> list[Task]:
         """Draw ``n`` tasks with the task RNG of sub-env 0."""
@@ -161,22 +231,22 @@ class BatchedTaskVecEnv(VecEnv):
 
     # --- VecEnv API -------------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
+        """Reset every sub-env, applying the seeds and options set by ``seed()`` / ``set_options()`` first."""
+        # Validate every sub-env's options before anything changes.
+        parsed = [self.template_env.parse_reset_options(options or None) for options in self._options]
         for i, seed in enumerate(self._seeds):
             if seed is not None:
                 self._task_rngs[i] = TaskEnv._make_task_rng(seed)
                 self._reset_rng(i, seed)
-        for i, options in enumerate(self._options):
-            options = dict(options or {})
-            unknown = set(options) - {"task", "sample_task"}
-            if unknown:
-                raise ValueError(f"Unknown reset options {sorted(unknown)}; expected 'task' and/or 'sample_task'")
-            if "task" in options:
-                self.set_tasks([options["task"]], indices=[i])
-            elif options.get("sample_task") or self.template_env.sample_task_on_reset:
+        for i, (task, sample) in enumerate(parsed):
+            if task is not None:
+                self.set_tasks([task], indices=[i])
+            elif sample or self.template_env.sample_task_on_reset or self._auto_task[i]:
                 self.set_tasks(self._sample_with(i, 1), indices=[i])
         self._reset_seeds()
         self._reset_options()
         self._reset_envs(np.arange(self.num_envs))
+        self.reset_infos = [{"task": task} for task in self._tasks]
         return self._observations()
 
     def _finish_step(
@@ -187,42 +257,55 @@ class BatchedTaskVecEnv(VecEnv):
         truncated: np.ndarray,
         extra_info: dict[str, np.ndarray] | None = None,
     ) -> VecEnvStepReturn:
-        """Build infos, then reset finished sub-envs in one batch (SB3's automatic reset)."""
-        dones = terminated | truncated
+        """Build infos, then reset finished sub-envs in one batch (SB3's automatic reset).
+
+        :param obs: observations after the step (before any reset)
+        :param rewards: rewards of the step, shape ``(n_envs,)``
+        :param terminated: whether each sub-env reached a terminal state
+        :param truncated: whether each sub-env hit its time limit (and is not terminated)
+        :param extra_info: per-sub-env values to put in the infos (one array per key)
+        :return: SB3's ``(obs, rewards, dones, infos)``; the ``"task"`` info is the task of the step taken
+        """
+        dones = np.asarray(terminated | truncated, dtype=bool)
         extra_info = extra_info or {}
         columns = {key: np.asarray(value).tolist() for key, value in extra_info.items()}
-        infos: list[dict[str, Any]] = [{"task": task} for task in self._tasks]
+        infos: list[dict[str, Any]] = [
+            {"task": task, "TimeLimit.truncated": bool(trunc and not term)}
+            for task, term, trunc in zip(self._tasks, terminated.tolist(), truncated.tolist(), strict=True)
+        ]
         for key, values in columns.items():
-            for info, value in zip(infos, values):
+            for info, value in zip(infos, values, strict=True):
                 info[key] = value
         done_idx = np.flatnonzero(dones)
         if done_idx.size:
             for i in done_idx.tolist():
                 infos[i]["terminal_observation"] = obs[i].copy()
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
             if self.template_env.sample_task_on_reset:
                 for i in done_idx.tolist():
                     self.set_tasks(self._sample_with(i, 1), indices=[i])
             self._reset_envs(done_idx)
             obs = self._observations()
-        return obs, rewards.astype(np.float32), dones, infos
+        return obs, np.asarray(rewards, dtype=np.float32), dones, infos
 
     def close(self) -> None:
-        pass
+        """Nothing to release (subclasses holding native resources override this)."""
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        idx = self._get_indices(indices)
+        """``"task"`` per sub-env; any other attribute from the shared template env."""
+        idx = _checked_indices(self, indices)
         if attr_name == "task":
             return [self._tasks[i] for i in idx]
         return [getattr(self.template_env, attr_name)] * len(idx)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        if len(self._get_indices(indices)) != self.num_envs:
+        """Set a constant of the shared template env (only for all sub-envs at once)."""
+        if len(_checked_indices(self, indices)) != self.num_envs:
             raise ValueError(f"{type(self).__name__} shares its constants across sub-envs: set_attr needs all indices")
         setattr(self.template_env, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        idx = self._get_indices(indices)
+        """The task methods of the sub-envs: ``reset_task``, ``get_task``, ``sample_tasks``, ``validate_task``."""
+        idx = _checked_indices(self, indices)
         if method_name == "reset_task":
             (task,) = method_args or (method_kwargs["task"],)
             self.set_tasks([task] * len(idx), indices=idx)
@@ -232,21 +315,43 @@ class BatchedTaskVecEnv(VecEnv):
         if method_name == "sample_tasks":
             (n,) = method_args or (method_kwargs["n"],)
             return [self._sample_with(i, n) for i in idx]
+        if method_name == "validate_task":
+            (task,) = method_args or (method_kwargs["task"],)
+            return [self.template_env.validate_task(task) for _ in idx]
         raise NotImplementedError(
-            f"{type(self).__name__} steps all sub-envs as one batch; env_method supports 'reset_task', 'get_task' and "
-            f"'sample_tasks', not {method_name!r}. Use make_task_vec_env(..., vec_env_cls='dummy') for per-env objects."
+            f"{type(self).__name__} steps all sub-envs as one batch; env_method supports 'reset_task', 'get_task', "
+            f"'sample_tasks' and 'validate_task', not {method_name!r}. Use make_task_vec_env(..., vec_env_cls='dummy') "
+            "for per-env objects."
         )
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
+        """No sub-env is wrapped (there are no per-env objects)."""
+        return [False] * len(_checked_indices(self, indices))
 
     def get_images(self) -> Sequence[np.ndarray | None]:
+        """No rendering."""
         return [None] * self.num_envs
 
 
 def is_task_vec_env(venv: Any) -> bool:
     """Whether ``venv`` (possibly wrapped in VecEnvWrappers) has the ``set_tasks`` / ``get_tasks`` API."""
-    return isinstance(venv, VecEnv) and callable(getattr(venv, "set_tasks", None)) and callable(getattr(venv, "get_tasks", None))
+    has_api = callable(getattr(venv, "set_tasks", None)) and callable(getattr(venv, "get_tasks", None))
+    return isinstance(venv, VecEnv) and has_api
+
+
+def _batchable(env: gym.Env) -> bool:
+    """Whether a batched VecEnv of ``env.unwrapped`` behaves like ``env``: only gymnasium's bookkeeping wrappers
+    (order enforcing, passive checker) and time limits no shorter than the env's own ``max_episode_steps``."""
+    base = env.unwrapped
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            own_limit = getattr(base, "max_episode_steps", None)
+            if own_limit is None or env._max_episode_steps < own_limit:
+                return False
+        elif not isinstance(env, (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)):
+            return False
+        env = env.env
+    return True
 
 
 def make_task_vec_env(
@@ -258,17 +363,24 @@ def make_task_vec_env(
 ) -> VecEnv:
     """Make a VecEnv of ``n_envs`` sub-envs of one task distribution, each holding its own task.
 
-    :param env_or_id: a task-distribution env (it is copied, never stepped) or a registered id
-        such as ``"sb3_meta/PointMass-v0"``
+    Each sub-env behaves as a copy of the env: it keeps the env's task if it has one (else it draws its own at
+    the first reset), and it samples tasks from its own RNG: ``seed + i`` for sub-env ``i`` when ``seed`` is
+    given, else an independent RNG spawned from the env's task RNG (so that a task mixture differs across
+    sub-envs).
+
+    :param env_or_id: a task-distribution env, possibly wrapped (it is copied, never stepped), or a registered
+        id such as ``"sb3_meta/PointMass-v0"``
     :param n_envs: number of sub-envs
     :param seed: sub-env ``i`` is seeded with ``seed + i`` at the first reset (SB3 convention)
-    :param vec_env_cls: ``None`` (the distribution's batched VecEnv if it has one, else ``DummyVecEnv``),
+    :param vec_env_cls: ``None`` (the distribution's batched VecEnv if it has one and ``env`` carries no wrapper
+        that changes its behaviour, e.g. :class:`~sb3_meta.envs.wrappers.OracleObservation`; else ``DummyVecEnv``),
         ``"batched"``, ``"dummy"``, ``"subproc"``, or a VecEnv class
     :param env_kwargs: constructor arguments when ``env_or_id`` is an id
     :return: the VecEnv, with ``set_tasks(tasks)`` and ``get_tasks()``
     """
     if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
         raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    n_envs = int(n_envs)
     if isinstance(env_or_id, str):
         env = gym.make(env_or_id, **(env_kwargs or {}))
     elif isinstance(env_or_id, gym.Env):
@@ -280,27 +392,43 @@ def make_task_vec_env(
     base = get_task_env(env)
     batched_cls = getattr(base, "batched_vec_env_cls", None)
     if vec_env_cls is None:
-        vec_env_cls = "batched" if batched_cls is not None else "dummy"
+        vec_env_cls = "batched" if batched_cls is not None and _batchable(env) else "dummy"
     if vec_env_cls == "batched":
         if batched_cls is None:
             raise ValueError(f"{type(base).__name__} has no batched VecEnv; use vec_env_cls='dummy' or 'subproc'")
+        if not _batchable(env):
+            raise ValueError(f"{env} carries wrappers that a batched VecEnv would drop; use vec_env_cls='dummy' or 'subproc'")
         vec_env_cls = batched_cls
-    if vec_env_cls in ("dummy", DummyVecEnv):
+    if vec_env_cls == "dummy" or vec_env_cls is DummyVecEnv:
         vec_env_cls = TaskDummyVecEnv
-    elif vec_env_cls in ("subproc", SubprocVecEnv):
+    elif vec_env_cls == "subproc" or vec_env_cls is SubprocVecEnv:
         vec_env_cls = TaskSubprocVecEnv
     if not (isinstance(vec_env_cls, type) and issubclass(vec_env_cls, VecEnv)):
         raise ValueError(f"vec_env_cls must be 'batched', 'dummy', 'subproc' or a VecEnv class, got {vec_env_cls!r}")
 
     if issubclass(vec_env_cls, BatchedTaskVecEnv):
-        venv: VecEnv = vec_env_cls(copy.deepcopy(base), int(n_envs))  # type: ignore[call-arg]
+        venv: VecEnv = vec_env_cls(copy.deepcopy(base), n_envs)  # type: ignore[call-arg]
     else:
         template = copy.deepcopy(env)
+        template_base = get_task_env(template)
+        # One independent task RNG per sub-env (and initial-state RNG if the env's was already seeded):
+        # plain copies would share one stream, and a task mixture would draw the same tasks in every sub-env.
+        task_rngs = template_base.spawn_task_rngs(n_envs) if hasattr(template_base, "spawn_task_rngs") else None
+        seeded = getattr(template_base, "_np_random", None) is not None
 
-        def make_env() -> gym.Env:
-            return copy.deepcopy(template)
+        def make_env(index: int) -> Callable[[], gym.Env]:
+            def _make() -> gym.Env:
+                sub_env = copy.deepcopy(template)
+                if task_rngs is not None:
+                    sub_base = get_task_env(sub_env)
+                    sub_base.task_rng = copy.deepcopy(task_rngs[index])
+                    if seeded:
+                        sub_base.np_random = task_rngs[index].spawn(1)[0]
+                return sub_env
 
-        venv = vec_env_cls([make_env for _ in range(int(n_envs))])  # type: ignore[call-arg]
+            return _make
+
+        venv = vec_env_cls([make_env(i) for i in range(n_envs)])  # type: ignore[call-arg]
         if not is_task_vec_env(venv):
             raise ValueError(f"{vec_env_cls.__name__} lacks set_tasks/get_tasks; use TaskDummyVecEnv or TaskSubprocVecEnv")
     if seed is not None:

@@ -153,7 +153,7 @@ class MAML(MetaAlgorithm):
             gradient,
             hvp,
             evaluate,
-            float(surrogate),
+            float(surrogate.detach()),
             self.target_kl,
             cg_max_steps=self.cg_max_steps,
             cg_damping=self.cg_damping,

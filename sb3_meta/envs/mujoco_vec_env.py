@@ -1,0 +1,395 @@
+"""MuJoCo task distributions: their shared single-env logic and the batched VecEnv that samples them.
+
+:class:`MujocoTaskEnv` is the part shared by the Ant and HalfCheetah task distributions (which also subclass
+gymnasium's ``AntEnv`` / ``HalfCheetahEnv`` for the model, observation, initial states and health check):
+``step`` and ``reset`` with a task-dependent reward, a horizon, and pickling that keeps the task.
+
+:class:`MujocoTaskVecEnv` steps ``n_envs`` sub-envs of one such distribution in ONE process on every core.
+Its transitions are bitwise identical to those of the single env for the same task, seed and actions:
+the physics runs the same MuJoCo calls on the same state, and the reward is the same vectorised function,
+which the single env calls on a batch of one. Two backends:
+
+- ``"threads"``: one ``MjData`` per sub-env, stepped by a thread pool (MuJoCo's Python bindings release the
+  GIL in ``mj_step`` and ``mj_rnePostConstraint``). Needed whenever the contact forces ``cfrc_ext`` are
+  observed or penalised (Ant's default), since only ``mj_rnePostConstraint`` computes them.
+- ``"batch"``: :class:`mujoco.batch.Batch`, MuJoCo's native thread pool over per-simulation state rows.
+  Faster per step, but it never runs ``mj_rnePostConstraint``, so it is only used when ``cfrc_ext`` is
+  not needed (HalfCheetah; Ant with ``include_cfrc_ext_in_observation=False, contact_cost_weight=0``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import mujoco
+import mujoco.batch
+import numpy as np
+from gymnasium import utils
+from gymnasium.utils import seeding
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+from sb3_meta.envs.core import Task, TaskEnv, TaskT
+from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_actions
+
+__all__ = ["MujocoTaskEnv", "MujocoTaskVecEnv", "available_cores"]
+
+
+def available_cores() -> int:
+    """Number of CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def init_kwargs(local_vars: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments among ``locals()`` at the top of ``__init__`` (for ``EzPickle``)."""
+    return {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}
+
+
+class MujocoTaskEnv(TaskEnv[TaskT]):
+    """Shared part of the MuJoCo task distributions (mixed in before a gymnasium ``MujocoEnv`` subclass).
+
+    Every task is one number (a goal velocity or a direction), read by :meth:`_task_goal`. The reward,
+    observation and health check are written on batches (leading axis = sub-env) so that
+    :class:`MujocoTaskVecEnv` computes exactly what the single env computes; the single env keeps
+    gymnasium's own ``_get_obs``, ``reset_model`` and health check, and the equivalence tests compare them.
+
+    Subclasses implement :meth:`_task_goal`, :meth:`_batch_reward`, :meth:`_batch_observation`,
+    :meth:`_batch_healthy`, set ``velocity_body`` (body whose ``xpos`` x gives the forward velocity, or
+    ``None`` for ``qpos[0]``), ``uses_contact_forces``, ``terminate_when_unhealthy`` and ``max_episode_steps``.
+    """
+
+    # provided by gymnasium's MujocoEnv side of the class
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    frame_skip: int
+    init_qpos: np.ndarray
+    init_qvel: np.ndarray
+    _reset_noise_scale: float
+
+    #: Body whose ``xpos[body, 0]`` displacement gives ``x_velocity`` (Ant-v5), or None for ``qpos[0]`` (HalfCheetah-v5).
+    velocity_body: int | None = None
+    #: Whether ``cfrc_ext`` is observed or penalised (then only the threaded backend can batch the env).
+    uses_contact_forces: bool = False
+    terminate_when_unhealthy: bool = False
+    max_episode_steps: int = 200
+    #: Keys of the reward components in ``info`` (besides ``task``, ``x_position``, ``x_velocity``).
+    reward_keys: ClassVar[tuple[str, ...]] = ()
+
+    _goal: float = 0.0
+    _elapsed: int = 0
+
+    # --- what subclasses implement ---------------------------------------------------------------
+    def _task_goal(self, task: TaskT) -> float:
+        """The task's number (goal velocity or direction) as used by :meth:`_batch_reward`."""
+        raise NotImplementedError
+
+    def _batch_reward(
+        self,
+        x_velocity: np.ndarray,
+        actions: np.ndarray,
+        goals: np.ndarray,
+        healthy: np.ndarray,
+        cfrc_ext: np.ndarray | None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Rewards ``(n,)`` and reward components (info entries) of ``n`` transitions."""
+        raise NotImplementedError
+
+    def _batch_observation(self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None) -> np.ndarray:
+        """Vectorised ``_get_obs``: observations ``(n, obs_dim)``."""
+        raise NotImplementedError
+
+    def _batch_healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Vectorised health check ``(n,)`` bool (always True where the env never terminates)."""
+        return np.ones(len(qpos), dtype=bool)
+
+    def _single_healthy(self) -> bool:
+        """Health of the single env's current state (gymnasium's ``is_healthy`` where it has one)."""
+        return True
+
+    # --- task API ---------------------------------------------------------------------------------
+    def _apply_task(self, task: TaskT) -> None:
+        self._goal = float(self._task_goal(task))
+
+    def _x_position(self) -> float:
+        if self.velocity_body is None:
+            return float(self.data.qpos[0])
+        return float(self.data.xpos[self.velocity_body, 0])
+
+    # --- gymnasium API ----------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):  # type: ignore[override]
+        observation, info = super().reset(seed=seed, options=options)
+        self._elapsed = 0
+        info["task"] = self._task
+        return observation, info
+
+    def step(self, action):  # type: ignore[override]
+        actions = check_actions(np.asarray(action)[None], self.action_space, 1)  # ValueError before any change
+        task = self.get_task()
+        x_before = np.array([self._x_position()])
+        self.do_simulation(actions[0], self.frame_skip)  # type: ignore[attr-defined]
+        x_velocity = (np.array([self._x_position()]) - x_before) / self.dt  # type: ignore[attr-defined]
+        observation = self._get_obs()  # type: ignore[attr-defined]
+        healthy = bool(self._single_healthy())
+        cfrc_ext = self.data.cfrc_ext[None] if self.uses_contact_forces else None
+        rewards, components = self._batch_reward(x_velocity, actions, np.array([self._goal]), np.array([healthy]), cfrc_ext)
+        terminated = self.terminate_when_unhealthy and not healthy
+        self._elapsed += 1
+        truncated = self._elapsed >= self.max_episode_steps and not terminated
+        info: dict[str, Any] = {
+            "task": task,
+            "x_position": float(self.data.qpos[0]),
+            "x_velocity": float(x_velocity[0]),
+        }
+        info.update({key: float(value[0]) for key, value in components.items()})
+        if self.render_mode == "human":
+            self.render()
+        return observation, float(rewards[0]), terminated, truncated, info
+
+    # --- pickling / deepcopy -----------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # gymnasium rebuilds MuJoCo envs from their constructor arguments (EzPickle); the task, the RNGs and
+        # the simulation state are carried on top, so that a copy continues exactly like the original.
+        state = dict(utils.EzPickle.__getstate__(self))  # type: ignore[arg-type]
+        state["_sb3_meta_runtime"] = {
+            "task": self._task,
+            "task_rng": self._task_rng,
+            "np_random": self._np_random,
+            "sample_task_on_reset": self.sample_task_on_reset,
+            "elapsed": self._elapsed,
+            "data": self.data,
+        }
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        runtime = state.pop("_sb3_meta_runtime", None)
+        utils.EzPickle.__setstate__(self, state)  # type: ignore[arg-type]
+        if runtime is not None:
+            self._task_rng = runtime["task_rng"]
+            self._np_random = runtime["np_random"]
+            self.sample_task_on_reset = runtime["sample_task_on_reset"]
+            self._elapsed = runtime["elapsed"]
+            if runtime["task"] is not None:
+                self.reset_task(runtime["task"])
+            mujoco.mj_copyData(self.data, self.model, runtime["data"])
+
+
+class _ThreadedSimulations:
+    """One ``MjData`` per sub-env, stepped on a thread pool; the same calls as gymnasium's ``MujocoEnv``.
+
+    After every call, ``qpos``, ``qvel``, ``body_x`` (and ``cfrc_ext``) hold every sub-env's values.
+    """
+
+    def __init__(self, model: mujoco.MjModel, n: int, n_threads: int, contact_forces: bool, body: int | None) -> None:
+        self.model = model
+        self.datas = [mujoco.MjData(model) for _ in range(n)]
+        self.qpos = np.zeros((n, model.nq))
+        self.qvel = np.zeros((n, model.nv))
+        self.cfrc_ext: np.ndarray | None = np.zeros((n, model.nbody, 6)) if contact_forces else None
+        self.body_x = np.zeros(n)
+        self._body = body
+        # views of each MjData's arrays, made once (attribute access builds a new array every time)
+        self._views = [(d, d.ctrl, d.qpos, d.qvel, d.cfrc_ext, d.xpos) for d in self.datas]
+        self.n_threads = max(1, min(int(n_threads), n))
+        self._pool = ThreadPoolExecutor(self.n_threads - 1, thread_name_prefix="mujoco") if self.n_threads > 1 else None
+
+    def _gather(self, i: int) -> None:
+        _, _, qpos, qvel, cfrc_ext, xpos = self._views[i]
+        self.qpos[i] = qpos
+        self.qvel[i] = qvel
+        if self.cfrc_ext is not None:
+            self.cfrc_ext[i] = cfrc_ext
+        if self._body is not None:
+            self.body_x[i] = xpos[self._body, 0]
+
+    def _step_some(self, indices: Iterator[int], ctrl: np.ndarray, nstep: int) -> None:
+        model, step, post = self.model, mujoco.mj_step, mujoco.mj_rnePostConstraint
+        for i in indices:  # shared by the threads: each takes the next sub-env (CPython's range iterator is atomic)
+            data, data_ctrl = self._views[i][:2]
+            data_ctrl[:] = ctrl[i]
+            step(model, data, nstep)  # releases the GIL
+            post(model, data)  # as gymnasium's MujocoEnv._step_mujoco_simulation
+            self._gather(i)
+
+    def step(self, ctrl: np.ndarray, nstep: int) -> None:
+        indices = iter(range(len(self.datas)))
+        if self._pool is None:
+            self._step_some(indices, ctrl, nstep)
+            return
+        futures = [self._pool.submit(self._step_some, indices, ctrl, nstep) for _ in range(self.n_threads - 1)]
+        try:
+            self._step_some(indices, ctrl, nstep)  # the calling thread works too
+        finally:
+            errors = [f.exception() for f in futures]  # waits for every worker before anything is raised
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def reset(self, ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """``mj_resetData``, then gymnasium's ``set_state(qpos, qvel)`` (which runs ``mj_forward``)."""
+        for k, i in enumerate(ids.tolist()):
+            data, _, data_qpos, data_qvel, _, _ = self._views[i]
+            mujoco.mj_resetData(self.model, data)
+            data_qpos[:] = qpos[k]
+            data_qvel[:] = qvel[k]
+            mujoco.mj_forward(self.model, data)
+            self._gather(i)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+class _BatchedSimulations:
+    """:class:`mujoco.batch.Batch` (native thread pool, bit-identical to one ``MjData`` per simulation).
+
+    It never runs ``mj_rnePostConstraint``: only for envs that do not need ``cfrc_ext``.
+    """
+
+    cfrc_ext = None
+
+    def __init__(self, model: mujoco.MjModel, n: int, n_threads: int, body: int | None) -> None:
+        self.batch = mujoco.batch.Batch(model, n, nthread=max(1, min(int(n_threads), n)))
+        self.n_threads = self.batch.nthread
+        self.qpos = self.batch.bind("qpos")  # live views of the state rows
+        self.qvel = self.batch.bind("qvel")
+        self._ctrl = self.batch.bind("ctrl")
+        self._xpos = self.batch.bind("xpos") if body is not None else None
+        self._body = body
+
+    @property
+    def body_x(self) -> np.ndarray:
+        if self._xpos is None:
+            return np.zeros(len(self.qpos))
+        return self._xpos[:, self._body, 0].copy()
+
+    def step(self, ctrl: np.ndarray, nstep: int) -> None:
+        self._ctrl[...] = ctrl
+        self.batch.step(nstep=nstep)
+
+    def reset(self, ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self.qpos[ids] = qpos
+        self.qvel[ids] = qvel
+        self.batch.forward(ids)  # mj_forward, as gymnasium's set_state
+
+    def close(self) -> None:
+        pass
+
+
+class MujocoTaskVecEnv(BatchedTaskVecEnv):
+    """``n_envs`` sub-envs of one MuJoCo task distribution, stepped together in this process on every core.
+
+    Transitions (observation, reward, terminated, truncated, ``x_velocity`` and the reward components) are
+    bitwise identical to those of the single env for the same task, seed and actions; sub-env ``i`` seeded
+    with ``s`` (``seed(s - i)`` with SB3's convention) starts its episodes like the single env after
+    ``reset(seed=s)``. Observations and rewards are computed with numpy across sub-envs; unhealthy sub-envs
+    terminate and, like finished episodes, reset themselves (SB3 convention).
+
+    :param env: the task distribution (a :class:`MujocoTaskEnv`; its model and constants are shared)
+    :param n_envs: number of sub-envs
+    :param backend: ``"auto"`` (``"batch"`` unless the env needs the contact forces ``cfrc_ext``, then
+        ``"threads"``), ``"threads"`` (one ``MjData`` per sub-env on a thread pool) or ``"batch"``
+        (:class:`mujoco.batch.Batch`; refused when ``cfrc_ext`` is needed, as it is never computed there)
+    :param n_threads: threads (default: every core this process may use)
+    """
+
+    def __init__(self, env: MujocoTaskEnv, n_envs: int, backend: str = "auto", n_threads: int | None = None) -> None:
+        if not isinstance(env, MujocoTaskEnv):
+            raise ValueError(f"MujocoTaskVecEnv needs a MujocoTaskEnv, got {type(env).__name__}")
+        if backend not in ("auto", "threads", "batch"):
+            raise ValueError(f"backend must be 'auto', 'threads' or 'batch', got {backend!r}")
+        if n_threads is None:
+            n_threads = available_cores()
+        if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+            raise ValueError(f"n_threads must be an integer >= 1, got {n_threads!r}")
+        super().__init__(env, n_envs)
+        if backend == "auto":
+            backend = "threads" if env.uses_contact_forces else "batch"
+        if backend == "batch" and env.uses_contact_forces:
+            raise ValueError(
+                f"{type(env).__name__} observes or penalises the contact forces cfrc_ext, which mujoco.batch never "
+                "computes (no mj_rnePostConstraint): use backend='threads'"
+            )
+        self.backend = backend
+        n = self.num_envs
+        model = env.model
+        self._sims: _ThreadedSimulations | _BatchedSimulations
+        if backend == "threads":
+            self._sims = _ThreadedSimulations(model, n, int(n_threads), env.uses_contact_forces, env.velocity_body)
+        else:
+            self._sims = _BatchedSimulations(model, n, int(n_threads), env.velocity_body)
+        self.n_threads = self._sims.n_threads
+        self._dt = float(env.dt)  # type: ignore[attr-defined]
+        self._goals = np.zeros(n)
+        self._apply_tasks(np.arange(n), self._tasks)
+        self._np_randoms = [seeding.np_random(None)[0] for _ in range(n)]
+        self._elapsed = np.zeros(n, dtype=np.int64)
+        self._actions = np.zeros((n, *self.action_space.shape))
+        self._x = np.zeros(n)
+        self._reset_envs(np.arange(n))  # a valid state even if stepped before reset()
+
+    # --- BatchedTaskVecEnv hooks --------------------------------------------------------------------
+    def _apply_tasks(self, indices: np.ndarray, tasks: list[Task]) -> None:
+        env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
+        self._goals[indices] = [env._task_goal(task) for task in tasks]
+
+    def _reset_rng(self, index: int, seed: int) -> None:
+        # the initial-state RNG that gymnasium's Env.reset(seed=seed) makes
+        self._np_randoms[index] = seeding.np_random(seed)[0]
+
+    def _reset_envs(self, indices: np.ndarray) -> None:
+        env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
+        model = env.model
+        scale = env._reset_noise_scale
+        # gymnasium's AntEnv / HalfCheetahEnv.reset_model, with each sub-env's own RNG, in the same draw order
+        qpos_noise = np.empty((len(indices), model.nq))
+        qvel_noise = np.empty((len(indices), model.nv))
+        for k, i in enumerate(indices.tolist()):
+            rng = self._np_randoms[i]
+            qpos_noise[k] = rng.uniform(low=-scale, high=scale, size=model.nq)
+            qvel_noise[k] = rng.standard_normal(model.nv)
+        qpos = env.init_qpos + qpos_noise
+        qvel = env.init_qvel + scale * qvel_noise
+        self._sims.reset(indices, qpos, qvel)
+        self._elapsed[indices] = 0
+        self._x[indices] = self._x_positions()[indices]
+
+    def _x_positions(self) -> np.ndarray:
+        env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
+        if env.velocity_body is None:
+            return np.array(self._sims.qpos[:, 0])
+        return self._sims.body_x.copy()
+
+    def _observations(self) -> np.ndarray:
+        env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
+        return env._batch_observation(self._sims.qpos, self._sims.qvel, self._sims.cfrc_ext)
+
+    # --- VecEnv API -------------------------------------------------------------------------------
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = check_actions(actions, self.action_space, self.num_envs)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
+        self._sims.step(self._actions, env.frame_skip)
+        x_after = self._x_positions()
+        x_velocity = (x_after - self._x) / self._dt
+        self._x = x_after
+        qpos, qvel = self._sims.qpos, self._sims.qvel
+        observations = env._batch_observation(qpos, qvel, self._sims.cfrc_ext)
+        healthy = env._batch_healthy(qpos, qvel)
+        rewards, components = env._batch_reward(x_velocity, self._actions, self._goals, healthy, self._sims.cfrc_ext)
+        terminated = ~healthy if env.terminate_when_unhealthy else np.zeros(self.num_envs, dtype=bool)
+        self._elapsed += 1
+        truncated = (self._elapsed >= env.max_episode_steps) & ~terminated
+        extra_info = {"x_position": np.array(qpos[:, 0]), "x_velocity": x_velocity, **components}
+        return self._finish_step(observations, rewards, terminated, truncated, extra_info=extra_info)
+
+    def close(self) -> None:
+        self._sims.close()
