@@ -26,7 +26,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import check_for_correct_spaces, configure_logger, safe_mean
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
 
 from sb3_meta.common.meta_gradient import MetaObjective, stack_params
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
@@ -132,6 +132,8 @@ class MetaAlgorithm(BaseAlgorithm):
         if env is not None:
             n_envs = self.meta_batch_size * self.fast_batch_size if _init_setup_model else None
             venv, self.task_env = self._make_task_env(env, n_envs, seed, verbose)
+            if not isinstance(venv.action_space, (spaces.Box, spaces.Discrete)):
+                raise ValueError(f"{type(self).__name__} supports Box and Discrete action spaces, got {venv.action_space}")
         super().__init__(
             policy=policy,
             env=venv,
@@ -148,6 +150,7 @@ class MetaAlgorithm(BaseAlgorithm):
         )
         self._n_iterations = 0
         self._n_nonfinite = 0
+        self.iteration_times: list[dict[str, float]] = []
         self._rng_state: dict[str, Any] | None = None
         self._adapt_venvs: dict[tuple[int, int], Any] = {}
         if _init_setup_model:
@@ -177,6 +180,11 @@ class MetaAlgorithm(BaseAlgorithm):
                 )
             inner = unwrap_task_vec_env(env)
             task_env = getattr(inner, "template_env", None)
+            if task_env is None and isinstance(inner, DummyVecEnv):
+                # Sample tasks with a copy of sub-env 0's distribution owned by the model (as for a task-distribution
+                # env), so that the model's seed and checkpoints cover task sampling: sub-env 0's own task RNG is
+                # only seeded at the first reset, after the first meta-batch of tasks has been drawn.
+                task_env = copy.deepcopy(get_task_env(inner.envs[0]))
             venv = env if isinstance(env, VecMonitor) else VecMonitor(env)
             return venv, task_env
         if not isinstance(env, gym.Env):
@@ -282,6 +290,8 @@ class MetaAlgorithm(BaseAlgorithm):
             params = objective.inner_step(params, batch.flat(), shared=not per_task, create_graph=False)  # θ_i − α∇L_i
             per_task = True
             inner_s += time.perf_counter() - t0
+            if not _all_finite(params):  # the adapted policies cannot act: stop here (the caller rejects the iteration)
+                break
         if not per_task:
             params = stack_params(params, len(tasks))
         return batches, params, sampling_s, inner_s
@@ -379,7 +389,8 @@ class MetaAlgorithm(BaseAlgorithm):
         callback.on_rollout_end()
 
         t0 = time.perf_counter()
-        stats = self._outer_step(batches, adapted)
+        # non-finite adapted parameters (e.g. NaN rewards): sampling stopped early, the update is rejected below
+        stats = self._outer_step(batches, adapted) if _all_finite(adapted) else None
         meta_step_s = time.perf_counter() - t0
         if stats is None:  # non-finite loss/gradient: iteration rejected, parameters kept
             self._n_nonfinite += 1
@@ -407,7 +418,10 @@ class MetaAlgorithm(BaseAlgorithm):
         self.logger.record("time/meta_step_s", meta_step_s)
         self.logger.record("time/iteration_s", elapsed)
         self.logger.record("time/fps", int((self.num_timesteps - steps_before) / max(elapsed, 1e-9)))
-        self._last_iteration_times = {"sampling_s": sampling_s, "inner_s": inner_s, "meta_step_s": meta_step_s}
+        # kept for benchmarks (benchmarks/meta_step.py) and the meta-step-time figure
+        self.iteration_times.append(
+            {"sampling_s": sampling_s, "inner_s": inner_s, "meta_step_s": meta_step_s, "iteration_s": elapsed}
+        )
         return True
 
     def _outer_step(self, batches: list[TaskBatch], adapted: Params) -> dict[str, float] | None:
@@ -471,6 +485,11 @@ class MetaAlgorithm(BaseAlgorithm):
             venv.close()
         assert result is not None
         batches, adapted, _, _ = result
+        if not _all_finite(adapted):
+            raise RuntimeError(
+                "Adaptation gave non-finite parameters: check the env's rewards and observations for NaN/inf, "
+                "or lower adapt_lr"
+            )
         returns = np.stack([b.episode_returns().mean(dim=1).cpu().numpy() for b in batches], axis=1)
         return adapted, returns
 
@@ -522,7 +541,7 @@ class MetaAlgorithm(BaseAlgorithm):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "task_env", "_adapt_venvs", "adaptation_returns"]
+        return [*super()._excluded_save_params(), "task_env", "_adapt_venvs", "adaptation_returns", "iteration_times"]
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Any = None, include: Any = None) -> None:
         """SB3 ``save`` plus every RNG state training draws on, so that training resumes bit for bit."""
@@ -580,6 +599,10 @@ class MetaAlgorithm(BaseAlgorithm):
         if model._rng_state is not None:
             set_rng_state(model._rng_state, task_env, model.env)
         return model
+
+
+def _all_finite(params: Params) -> bool:
+    return all(bool(th.isfinite(v).all()) for v in params.values())
 
 
 def _all_subclasses(cls: type) -> list[type]:

@@ -61,7 +61,6 @@ class _AntTasks(MujocoTaskEnv, AntEnv):
     """
 
     velocity_body = 1  # Ant-v5's main_body, the torso
-    reward_keys = ("reward_forward", "reward_ctrl", "reward_contact", "reward_survive")
 
     def _init_ant(
         self,

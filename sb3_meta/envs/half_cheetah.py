@@ -8,6 +8,7 @@ never terminates; episodes are truncated after ``max_episode_steps``.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 from gymnasium import utils
@@ -53,7 +54,6 @@ class _HalfCheetahTasks(MujocoTaskEnv, HalfCheetahEnv):
     velocity_body = None  # HalfCheetah-v5 measures the velocity with qpos[0]
     uses_contact_forces = False
     terminate_when_unhealthy = False
-    reward_keys = ("reward_forward", "reward_ctrl")
 
     def _init_cheetah(
         self,
@@ -69,7 +69,7 @@ class _HalfCheetahTasks(MujocoTaskEnv, HalfCheetahEnv):
         render_mode: str | None,
         width: int,
         height: int,
-        ctor_kwargs: dict,
+        ctor_kwargs: dict[str, Any],
     ) -> None:
         if not np.isfinite(ctrl_cost_weight):
             raise ValueError(f"ctrl_cost_weight must be finite, got {ctrl_cost_weight!r}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any
 
 import mujoco
 import mujoco.batch
@@ -77,8 +77,6 @@ class MujocoTaskEnv(TaskEnv[TaskT]):
     uses_contact_forces: bool = False
     terminate_when_unhealthy: bool = False
     max_episode_steps: int = 200
-    #: Keys of the reward components in ``info`` (besides ``task``, ``x_position``, ``x_velocity``).
-    reward_keys: ClassVar[tuple[str, ...]] = ()
 
     _goal: float = 0.0
     _elapsed: int = 0
@@ -287,10 +285,11 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
     """``n_envs`` sub-envs of one MuJoCo task distribution, stepped together in this process on every core.
 
     Transitions (observation, reward, terminated, truncated, ``x_velocity`` and the reward components) are
-    bitwise identical to those of the single env for the same task, seed and actions; sub-env ``i`` seeded
-    with ``s`` (``seed(s - i)`` with SB3's convention) starts its episodes like the single env after
-    ``reset(seed=s)``. Observations and rewards are computed with numpy across sub-envs; unhealthy sub-envs
-    terminate and, like finished episodes, reset themselves (SB3 convention).
+    bitwise identical to those of the single env for the same task, seed and actions: after ``seed(s)``, sub-env
+    ``i`` runs like the single env after ``reset(seed=s + i)`` (SB3's convention), each sub-env drawing its
+    initial-state noise from its own RNG. Observations and rewards are computed with numpy across sub-envs;
+    unhealthy sub-envs terminate and, like finished episodes, reset themselves (SB3 convention). Rewards are
+    float32 (as in SB3's DummyVecEnv); the float64 reward components are in the infos.
 
     :param env: the task distribution (a :class:`MujocoTaskEnv`; its model and constants are shared)
     :param n_envs: number of sub-envs
@@ -343,6 +342,17 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
     def _reset_rng(self, index: int, seed: int) -> None:
         # the initial-state RNG that gymnasium's Env.reset(seed=seed) makes
         self._np_randoms[index] = seeding.np_random(seed)[0]
+
+    def _get_init_rng_states(self) -> list[Any]:
+        return [rng.bit_generator.state for rng in self._np_randoms]
+
+    def _set_init_rng_states(self, states: list[Any] | None) -> None:
+        if states is None:
+            return
+        if len(states) != self.num_envs:
+            raise ValueError(f"Initial-state RNG states are for {len(states)} sub-envs, this VecEnv has {self.num_envs}")
+        for rng, state in zip(self._np_randoms, states, strict=True):
+            rng.bit_generator.state = state
 
     def _reset_envs(self, indices: np.ndarray) -> None:
         env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]

@@ -144,8 +144,9 @@ class MAML(MetaAlgorithm):
             hvp = objective.kl_hvp_finite_difference(theta, inner, outer, old_dist)
 
         def evaluate(candidate: Params) -> tuple[float, float]:
-            adapted_c, _ = objective.adapt(candidate, inner)  # θ_i(θ') recomputed on the same inner episodes
-            s, kl = objective.outer_surrogate_and_kl(adapted_c, outer, old_log_prob, old_dist)
+            with th.no_grad():  # torch.func.grad still differentiates the inner loss inside no_grad
+                adapted_c, _ = objective.adapt(candidate, inner)  # θ_i(θ') recomputed on the same inner episodes
+                s, kl = objective.outer_surrogate_and_kl(adapted_c, outer, old_log_prob, old_dist)
             return float(s), float(kl)
 
         new_theta, stats = trpo_step(

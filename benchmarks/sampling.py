@@ -1,0 +1,238 @@
+"""Env-steps per second of the batched task samplers against SB3's DummyVecEnv / SubprocVecEnv and raw MuJoCo.
+
+Everything runs in ONE invocation on the same machine: for each env (PointMass, AntVel, HalfCheetahVel) it times
+
+- ``batched``: the distribution's batched VecEnv (``make_task_vec_env(env, n)``: PointMassVecEnv / MujocoTaskVecEnv),
+- ``dummy``: SB3's DummyVecEnv over the same env (``make_task_vec_env(..., vec_env_cls="dummy")``),
+- ``subproc``: SB3's SubprocVecEnv over the same env (``vec_env_cls=`` a TaskSubprocVecEnv started with ``fork``;
+  the start method only changes start-up time), with ``n_envs`` processes and with one process per core,
+- ``raw``: the MuJoCo limit: ``mujoco.batch.Batch`` stepping bare simulations with the env's ``frame_skip`` on all
+  cores (counted in env steps; no observation, reward or contact forces; episodes restart at the horizon and when
+  the Ant leaves its healthy height range, as in the env, so the physics sees the same kind of states).
+
+All samplers get the same pre-drawn uniform random actions. Each number is the median over ``--repeats`` timed
+segments of ``--steps`` vector steps (after a warm-up); the spread (min-max) is printed too, as a sign of noise from
+other processes on the machine.
+
+Usage::
+
+    python benchmarks/sampling.py            # full run
+    python benchmarks/sampling.py --quick    # a few seconds per row
+    python benchmarks/sampling.py --envs ant --n-envs-mujoco 64 --steps 300 --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium
+import mujoco
+import mujoco.batch
+import numpy as np
+import stable_baselines3
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_meta.envs import AntVelTasks, HalfCheetahVelTasks, PointMassTasks, make_task_vec_env
+from sb3_meta.envs.mujoco_vec_env import MujocoTaskEnv, available_cores
+from sb3_meta.envs.vec_env import TaskSubprocVecEnv
+
+
+class ForkTaskSubprocVecEnv(TaskSubprocVecEnv):
+    """SB3's SubprocVecEnv (with the task API) started with ``fork``: each worker does not re-import torch."""
+
+    def __init__(self, env_fns: list[Callable]) -> None:
+        super().__init__(env_fns, start_method="fork")
+
+
+@dataclass
+class Row:
+    env: str
+    sampler: str
+    n_envs: int
+    rates: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+class Sampler:
+    """Something that takes a batch of actions per call, timed in segments of ``steps`` calls."""
+
+    def __init__(self, label: str, n_envs: int, step: Callable[[np.ndarray], object], close: Callable[[], None]) -> None:
+        self.label, self.n_envs, self.step, self.close = label, n_envs, step, close
+
+    def time_segment(self, actions: np.ndarray, steps: int, max_seconds: float, offset: int = 0) -> float:
+        """Env-steps/s over ``steps`` calls, or fewer if they take more than ``max_seconds`` (slow samplers)."""
+        start = now = time.perf_counter()
+        done = 0
+        while done < steps and (done == 0 or now - start < max_seconds):
+            self.step(actions[(offset + done) % len(actions), : self.n_envs])
+            done += 1
+            now = time.perf_counter()
+        return self.n_envs * done / (now - start)
+
+
+def vec_env_sampler(label: str, venv: VecEnv) -> Sampler:
+    venv.reset()
+    return Sampler(label, venv.num_envs, venv.step, venv.close)
+
+
+def raw_mujoco_sampler(env: MujocoTaskEnv, n_envs: int) -> Sampler:
+    """The physics limit: ``mujoco.batch`` stepping ``n_envs`` bare simulations, ``frame_skip`` substeps per env step.
+
+    Episodes restart at the horizon and when the Ant leaves its healthy height range (as in the env), so the physics
+    sees the same kind of states (falling, on the ground, jumping) as the samplers.
+    """
+    batch = mujoco.batch.Batch(env.model, n_envs, nthread=available_cores())
+    qpos, qvel, ctrl = batch.bind("qpos"), batch.bind("qvel"), batch.bind("ctrl")
+    rng = np.random.default_rng(0)
+    scale = env._reset_noise_scale
+    elapsed = np.zeros(n_envs, dtype=np.int64)
+    z_range = getattr(env, "_healthy_z_range", None) if env.terminate_when_unhealthy else None
+
+    def reset(ids: np.ndarray) -> None:
+        batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        qpos[ids] = env.init_qpos + rng.uniform(-scale, scale, (len(ids), env.model.nq))
+        qvel[ids] = env.init_qvel + scale * rng.standard_normal((len(ids), env.model.nv))
+        batch.forward(ids)
+        elapsed[ids] = 0
+
+    def step(action: np.ndarray) -> None:
+        ctrl[...] = action
+        batch.step(nstep=env.frame_skip)
+        elapsed[:] += 1
+        done = elapsed >= env.max_episode_steps
+        if z_range is not None:
+            done |= (qpos[:, 2] < z_range[0]) | (qpos[:, 2] > z_range[1])
+        if done.any():
+            reset(np.flatnonzero(done))
+
+    reset(np.arange(n_envs))
+    return Sampler("raw mujoco.batch", n_envs, step, lambda: None)
+
+
+def bench_env(
+    name: str,
+    make_env: Callable[[], object],
+    n_envs: int,
+    steps: int,
+    repeats: int,
+    max_seconds: float,
+    raw: bool,
+    max_procs: int,
+) -> list[Row]:
+    """Time every sampler of one env; the repeats are interleaved so that background load hits all samplers alike."""
+    env = make_env()
+    env.reset(seed=0)  # type: ignore[attr-defined]
+    action_shape = env.action_space.shape  # type: ignore[attr-defined]
+    actions = np.random.default_rng(0).uniform(-1.0, 1.0, (64, n_envs, *action_shape))
+    samplers: list[Sampler] = []
+    try:
+        # SubprocVecEnv first (forking before this process starts any thread pool): n_envs processes (at most
+        # max_procs) and one process per core
+        for n in sorted({min(n_envs, max_procs), available_cores()}, reverse=True):
+            venv = make_task_vec_env(env, n, seed=0, vec_env_cls=ForkTaskSubprocVecEnv)  # type: ignore[arg-type]
+            samplers.append(vec_env_sampler(f"subproc ({n} procs)", venv))
+        samplers.append(vec_env_sampler("dummy", make_task_vec_env(env, n_envs, seed=0, vec_env_cls="dummy")))
+        batched = make_task_vec_env(env, n_envs, seed=0)
+        samplers.append(vec_env_sampler(f"batched ({getattr(batched, 'backend', 'numpy')})", batched))
+        if raw:
+            samplers.append(raw_mujoco_sampler(env, n_envs))  # type: ignore[arg-type]
+        rates: dict[str, list[float]] = {sampler.label: [] for sampler in samplers}
+        for sampler in samplers:  # warm-up
+            sampler.time_segment(actions, max(1, steps // 4), max_seconds / 4)
+        for repeat in range(repeats):
+            for sampler in samplers:
+                rates[sampler.label].append(sampler.time_segment(actions, steps, max_seconds, offset=repeat * steps))
+    finally:
+        for sampler in samplers:
+            sampler.close()
+    rows = [Row(name, sampler.label, sampler.n_envs, rates[sampler.label]) for sampler in samplers]
+    for row in rows:
+        print(f"  {name:<14} {row.sampler:<22} n_envs={row.n_envs:<5d} {row.median:>12,.0f} env-steps/s", flush=True)
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    widths = (14, 22, 6, 20, 23)
+    titles = ("env", "sampler", "n_envs", "env-steps/s (median)", "min - max")
+    print()
+    print("| " + " | ".join(f"{t:<{w}}" if i < 2 else f"{t:>{w}}" for i, (t, w) in enumerate(zip(titles, widths))) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        spread = f"{min(row.rates):,.0f} - {max(row.rates):,.0f}"
+        cells = (row.env, row.sampler, str(row.n_envs), f"{row.median:,.0f}", spread)
+        print("| " + " | ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths))) + " |")
+    print()
+    for env in dict.fromkeys(row.env for row in rows):
+        own = [row for row in rows if row.env == env]
+        batched = next(row for row in own if row.sampler.startswith("batched"))
+        ratios = ", ".join(f"{batched.median / row.median:.2f}x {row.sampler}" for row in own if row is not batched)
+        print(f"{env}: batched = {ratios}")
+        raw = [row for row in own if row.sampler.startswith("raw")]
+        if raw:
+            print(f"{env}: batched reaches {100 * batched.median / raw[0].median:.0f}% of the raw MuJoCo limit")
+
+
+def check_targets(rows: list[Row]) -> None:
+    """The targets: PointMass batched >= 2M env-steps/s; AntVel batched >= 80% of raw and >= 1.5x SubprocVecEnv."""
+
+    def median(env: str, prefix: str) -> list[float]:
+        return [row.median for row in rows if row.env == env and row.sampler.startswith(prefix)]
+
+    checks = []
+    if median("PointMass", "batched"):
+        checks.append(("PointMass batched >= 2,000,000 env-steps/s", median("PointMass", "batched")[0] >= 2e6))
+    if median("AntVel", "batched"):
+        batched = median("AntVel", "batched")[0]
+        checks.append(("AntVel batched >= 80% of raw MuJoCo", batched >= 0.8 * median("AntVel", "raw")[0]))
+        checks.append(
+            ("AntVel batched >= 1.5x every SubprocVecEnv", all(batched >= 1.5 * m for m in median("AntVel", "subproc")))
+        )
+    for text, ok in checks:
+        print(f"target {'met' if ok else 'MISSED'}: {text}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run (fewer steps and repeats)")
+    parser.add_argument("--envs", default="pointmass,ant,halfcheetah", help="comma-separated: pointmass, ant, halfcheetah")
+    parser.add_argument("--n-envs-point-mass", type=int, default=2000, help="sub-envs for PointMass (batched and dummy)")
+    parser.add_argument("--n-envs-mujoco", type=int, default=40, help="sub-envs for Ant and HalfCheetah")
+    parser.add_argument("--max-procs", type=int, default=64, help="most SubprocVecEnv processes (default 64)")
+    parser.add_argument("--steps", type=int, default=None, help="vector steps per timed segment (default 200, quick 50)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed segments per row (default 5, quick 3)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="cap of one segment (default 3 s, quick 0.5 s)")
+    args = parser.parse_args()
+    steps = args.steps or (50 if args.quick else 200)
+    repeats = args.repeats or (3 if args.quick else 5)
+    max_seconds = args.max_seconds or (0.5 if args.quick else 3.0)
+    chosen = [e.strip() for e in args.envs.split(",") if e.strip()]
+
+    print(
+        f"{platform.processor() or platform.machine()}, {available_cores()} cores, load average {os.getloadavg()[0]:.2f}; "
+        f"mujoco {mujoco.__version__}, gymnasium {gymnasium.__version__}, stable-baselines3 {stable_baselines3.__version__}, "
+        f"numpy {np.__version__}; steps={steps}, repeats={repeats}"
+    )
+    rows: list[Row] = []
+    common = {"steps": steps, "repeats": repeats, "max_seconds": max_seconds, "max_procs": args.max_procs}
+    if "pointmass" in chosen:
+        rows += bench_env("PointMass", PointMassTasks, args.n_envs_point_mass, raw=False, **common)
+    if "ant" in chosen:
+        rows += bench_env("AntVel", AntVelTasks, args.n_envs_mujoco, raw=True, **common)
+    if "halfcheetah" in chosen:
+        rows += bench_env("HalfCheetahVel", HalfCheetahVelTasks, args.n_envs_mujoco, raw=True, **common)
+    print_table(rows)
+    check_targets(rows)
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on the machine add noise)")
+
+
+if __name__ == "__main__":
+    main()

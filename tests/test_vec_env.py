@@ -1,0 +1,363 @@
+"""Task VecEnvs: the batched PointMassVecEnv, the DummyVecEnv / SubprocVecEnv fallbacks, make_task_vec_env."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from sb3_meta.envs import (
+    OracleObservation,
+    PointMassTask,
+    PointMassTasks,
+    PointMassVecEnv,
+    Task,
+    TaskDummyVecEnv,
+    TaskMixture,
+    TaskSubprocVecEnv,
+    is_task_vec_env,
+    make_task_vec_env,
+)
+from sb3_meta.envs.vec_env import check_actions
+
+KINDS = ["batched", "dummy"]  # subproc is slower to start: tested separately, with fewer steps
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignTask(Task):
+    """A task of another distribution, with the same fields as PointMassTask."""
+
+    goal: tuple[float, float] = (0.0, 0.0)
+    start: tuple[float, float] = (0.0, 0.0)
+
+
+def tasks_of(n: int, seed: int = 0) -> list[PointMassTask]:
+    return PointMassTasks(seed=seed).sample_tasks(n)
+
+
+def positions(venv: VecEnv) -> np.ndarray:
+    """Positions of all sub-envs, read from the env state (without stepping)."""
+    if isinstance(venv, PointMassVecEnv):
+        return venv._positions.copy()
+    return np.array([env.unwrapped._position for env in venv.envs])  # type: ignore[attr-defined]
+
+
+# --- make_task_vec_env ---------------------------------------------------------------------------------
+
+
+def test_make_task_vec_env_picks_the_vec_env():
+    assert type(make_task_vec_env(PointMassTasks(), 2)) is PointMassVecEnv
+    assert type(make_task_vec_env("sb3_meta/PointMass-v0", 2)) is PointMassVecEnv
+    assert type(make_task_vec_env(PointMassTasks(), 2, vec_env_cls="dummy")) is TaskDummyVecEnv
+    assert type(make_task_vec_env(PointMassTasks(), 2, vec_env_cls=DummyVecEnv)) is TaskDummyVecEnv
+    # wrappers that change the env are kept: no batched VecEnv for them
+    oracle = make_task_vec_env(OracleObservation(PointMassTasks()), 2)
+    assert type(oracle) is TaskDummyVecEnv and oracle.observation_space.shape == (6,)
+    assert type(make_task_vec_env("sb3_meta/PointMassOracle-v0", 2)) is TaskDummyVecEnv
+    assert type(make_task_vec_env(TaskMixture(PointMassTasks()), 2)) is TaskDummyVecEnv
+    shorter = gym.make("sb3_meta/PointMass-v0", max_episode_steps=10)
+    assert type(make_task_vec_env(shorter, 2)) is TaskDummyVecEnv
+    with pytest.raises(ValueError, match="wrappers that a batched VecEnv would drop"):
+        make_task_vec_env(OracleObservation(PointMassTasks()), 2, vec_env_cls="batched")
+    venv = make_task_vec_env("sb3_meta/PointMass-v0", 3, env_kwargs={"goal_range": 2.0})
+    assert venv.num_envs == 3 and venv.get_attr("goal_range") == [2.0] * 3
+    assert is_task_vec_env(venv) and not is_task_vec_env(DummyVecEnv([lambda: gym.make("CartPole-v1")]))
+
+
+def test_make_task_vec_env_bad_arguments():
+    for n in [0, -2, 1.5, True]:
+        with pytest.raises(ValueError, match="n_envs must be an integer >= 1"):
+            make_task_vec_env(PointMassTasks(), n)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a task distribution"):
+        make_task_vec_env("CartPole-v1", 2)
+    with pytest.raises(ValueError, match="vec_env_cls must be"):
+        make_task_vec_env(PointMassTasks(), 2, vec_env_cls="threads")
+    with pytest.raises(ValueError, match="env_kwargs only applies"):
+        make_task_vec_env(PointMassTasks(), 2, env_kwargs={"goal_range": 1.0})
+    with pytest.raises(ValueError, match="Expected a task-distribution env"):
+        make_task_vec_env(42, 2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_envs must be"):
+        PointMassVecEnv(PointMassTasks(), 0)
+
+
+# --- tasks: set / get / env_method, persistence --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_set_get_tasks_and_env_method(kind):
+    venv = make_task_vec_env(PointMassTasks(), 4, seed=0, vec_env_cls=kind)
+    tasks = tasks_of(4)
+    venv.set_tasks(tasks)
+    assert venv.get_tasks() == tasks
+    assert venv.get_tasks(indices=[1, 3]) == [tasks[1], tasks[3]]
+    obs = venv.reset()
+    np.testing.assert_array_equal(obs, np.array([t.start for t in tasks], dtype=np.float32))
+    new = PointMassTask(goal=(0.4, 0.4), start=(-0.1, 0.2))
+    assert venv.env_method("reset_task", new, indices=[0, 2]) == [None, None]
+    assert venv.get_tasks() == [new, tasks[1], new, tasks[3]]
+    assert venv.env_method("get_task", indices=[2]) == [new]
+    assert venv.get_attr("task_type", indices=[0]) == [PointMassTask]
+    venv.set_tasks([tasks[0]], indices=[2])
+    assert venv.get_tasks() == [new, tasks[1], tasks[0], tasks[3]]
+    drawn = venv.env_method("sample_tasks", 3, indices=[1])
+    assert len(drawn) == 1 and len(drawn[0]) == 3 and all(isinstance(t, PointMassTask) for t in drawn[0])
+    assert len(venv.sample_task_batch(2)) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tasks_persist_across_automatic_resets(kind):
+    env = PointMassTasks(max_episode_steps=5)
+    venv = make_task_vec_env(env, 3, seed=0, vec_env_cls=kind)
+    tasks = tasks_of(3, seed=1)
+    venv.set_tasks(tasks)
+    venv.reset()
+    for step in range(1, 13):
+        obs, _, dones, infos = venv.step(np.full((3, 2), 0.3, dtype=np.float32))
+        assert [info["task"] for info in infos] == tasks
+        assert dones.tolist() == [step % 5 == 0] * 3
+        if step % 5 == 0:  # auto-reset: back at the task's start, same task
+            np.testing.assert_array_equal(obs, np.array([t.start for t in tasks], dtype=np.float32))
+            assert all(info["TimeLimit.truncated"] for info in infos)
+    assert venv.get_tasks() == tasks
+    venv.reset()  # an explicit reset keeps them as well
+    assert venv.get_tasks() == tasks
+
+
+def test_subproc_fallback():
+    venv = make_task_vec_env(PointMassTasks(max_episode_steps=3), 2, seed=0, vec_env_cls="subproc")
+    try:
+        assert type(venv) is TaskSubprocVecEnv
+        tasks = tasks_of(2)
+        venv.set_tasks(tasks)
+        assert venv.get_tasks() == tasks
+        venv.reset()
+        for _ in range(4):
+            _, _, _, infos = venv.step(np.zeros((2, 2), dtype=np.float32))
+        assert [info["task"] for info in infos] == tasks and venv.get_tasks() == tasks
+        new = PointMassTask(goal=(0.2, 0.2))
+        venv.env_method("reset_task", new, indices=[1])
+        assert venv.get_tasks() == [tasks[0], new]
+        with pytest.raises(ValueError, match=r"set_tasks\[1\]: expected a PointMassTask"):
+            venv.set_tasks([new, ForeignTask()])
+        assert venv.get_tasks() == [tasks[0], new]
+    finally:
+        venv.close()
+
+
+# --- bad input: nothing half-applied -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_set_tasks_is_all_or_nothing(kind):
+    venv = make_task_vec_env(PointMassTasks(), 3, seed=0, vec_env_cls=kind)
+    tasks = tasks_of(3)
+    venv.set_tasks(tasks)
+    venv.reset()
+    good = PointMassTask(goal=(0.3, 0.3))
+    bad_cases = [
+        ([good, ForeignTask(), good], None, r"set_tasks\[1\]: expected a PointMassTask, got ForeignTask"),
+        ([good, good, {"goal": (0, 0)}], None, r"set_tasks\[2\]: expected a PointMassTask"),
+        ([good, good], None, r"expected 3 tasks \(one per sub-env\), got 2"),
+        (good, None, "expected a sequence of 3 PointMassTask"),
+        ([good], [5], r"indices \[5\] out of range"),
+    ]
+    for bad, indices, message in bad_cases:
+        with pytest.raises(ValueError, match=message):
+            venv.set_tasks(bad, indices=indices)
+        assert venv.get_tasks() == tasks
+    with pytest.raises(ValueError, match="expected a PointMassTask"):
+        venv.env_method("reset_task", ForeignTask(), indices=[0])
+    assert venv.get_tasks() == tasks
+    # the dynamics still use the old tasks
+    _, rewards, _, _ = venv.step(np.zeros((3, 2), dtype=np.float32))
+    expected = [-np.hypot(t.start[0] - t.goal[0], t.start[1] - t.goal[1]) for t in tasks]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_actions_raise_and_leave_the_state_unchanged(kind):
+    venv = make_task_vec_env(PointMassTasks(), 2, seed=0, vec_env_cls=kind)
+    venv.reset()
+    before = positions(venv)
+    for bad, message in [
+        (np.array([[0.1, np.nan], [0.0, 0.0]]), "must be finite"),
+        (np.array([[0.1, 0.0], [np.inf, 0.0]]), "must be finite"),
+        (np.zeros((2, 3)), r"Expected actions of shape \(2, 2\)"),
+        (np.zeros((3, 2)), r"Expected actions of shape \(2, 2\)"),
+        (np.zeros(2), r"Expected actions of shape \(2, 2\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            venv.step(bad)
+        np.testing.assert_array_equal(positions(venv), before)
+    obs, *_ = venv.step(np.full((2, 2), 0.5))
+    np.testing.assert_allclose(obs, before + 0.05, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reset_options(kind):
+    venv = make_task_vec_env(PointMassTasks(), 2, seed=0, vec_env_cls=kind)
+    tasks = tasks_of(2)
+    venv.set_tasks(tasks)
+    venv.reset()
+    new = PointMassTask(goal=(0.1, 0.0), start=(0.3, 0.3))
+    venv.set_options([{"task": new}, {}])
+    obs = venv.reset()
+    assert venv.get_tasks() == [new, tasks[1]]
+    np.testing.assert_array_equal(obs[0], np.float32([0.3, 0.3]))
+    venv.set_options([{}, {"sample_task": True}])
+    venv.reset()
+    assert venv.get_tasks()[0] == new and venv.get_tasks()[1] not in tasks
+    current = venv.get_tasks()
+    venv.set_options([{"task": new}, {"task": ForeignTask()}])
+    with pytest.raises(ValueError, match="expected a PointMassTask"):
+        venv.reset()
+    assert venv.get_tasks() == current
+
+
+# --- seeding -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_seeded_sub_envs_are_reproducible_and_independent(kind):
+    state = np.random.get_state()
+
+    def first_tasks(seed, mixture=False):
+        venv = make_task_vec_env(PointMassTasks(sample_task_on_reset=mixture), 3, seed=seed, vec_env_cls=kind)
+        venv.reset()
+        return venv.get_tasks()
+
+    a, b, c = first_tasks(0), first_tasks(0), first_tasks(1)
+    assert a == b and a != c and len(set(a)) == 3
+    # sub-env i is seeded with seed + i, like a single env reset with that seed
+    single = PointMassTasks()
+    single.reset(seed=2)
+    assert a[2] == single.get_task()
+    after = np.random.get_state()
+    assert np.array_equal(after[1], state[1]) and after[2:] == state[2:]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unseeded_mixture_differs_across_sub_envs(kind):
+    # Regression: copies of one env used to share one task RNG, so every sub-env drew the same tasks.
+    venv = make_task_vec_env(PointMassTasks(sample_task_on_reset=True, max_episode_steps=2), 4, vec_env_cls=kind)
+    venv.reset()
+    assert len(set(venv.get_tasks())) == 4
+    venv.step(np.zeros((4, 2)))
+    venv.step(np.zeros((4, 2)))
+    assert len(set(venv.get_tasks())) == 4
+    # a seeded template gives reproducible sub-env RNGs even without a seed argument
+    runs = []
+    for _ in range(2):
+        venv = make_task_vec_env(PointMassTasks(seed=3, sample_task_on_reset=True), 4, vec_env_cls=kind)
+        venv.reset()
+        runs.append(venv.get_tasks())
+    assert runs[0] == runs[1]
+
+
+def test_sub_envs_start_with_the_template_task():
+    env = PointMassTasks(seed=0)
+    env.reset()
+    for kind in KINDS:
+        venv = make_task_vec_env(env, 3, seed=5, vec_env_cls=kind)
+        venv.reset()
+        assert venv.get_tasks() == [env.get_task()] * 3
+
+
+# --- batched == single envs, bitwise ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mixture", [False, True], ids=["fixed_tasks", "mixture"])
+def test_batched_equals_single_envs_bitwise(mixture):
+    n, horizon = 5, 12
+    env = PointMassTasks(max_episode_steps=horizon, goal_radius=0.05, sample_task_on_reset=mixture)
+    rng = np.random.default_rng(0)
+    # mostly towards the goal (so that some episodes terminate early), with out-of-range values to clip
+    actions = rng.normal(0.0, 1.5, size=(60, n, 2)).astype(np.float32)
+    runs = {}
+    for kind in KINDS:
+        venv = make_task_vec_env(env, n, seed=10, vec_env_cls=kind)
+        if not mixture:
+            venv.set_tasks(tasks_of(n, seed=4))
+        steered = actions.copy()
+        out = {"obs": [venv.reset()], "rewards": [], "dones": [], "tasks": [], "terminal": [], "truncated": []}
+        for t in range(len(actions)):
+            goals = np.array([task.goal for task in venv.get_tasks()])
+            if t % 2:  # steer towards the goal every other step
+                steered[t] = np.clip((goals - out["obs"][-1]) / env.action_scale, -1.0, 1.0).astype(np.float32)
+            obs, rewards, dones, infos = venv.step(steered[t])
+            out["obs"].append(obs)
+            out["rewards"].append(rewards)
+            out["dones"].append(dones)
+            out["tasks"].append([info["task"] for info in infos] + venv.get_tasks())
+            out["terminal"].append([info.get("terminal_observation") for info in infos])
+            out["truncated"].append([info.get("TimeLimit.truncated") for info in infos])
+        runs[kind] = out
+    batched, dummy = runs["batched"], runs["dummy"]
+    for key in ("obs", "rewards", "dones"):
+        a, b = np.array(batched[key]), np.array(dummy[key])
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), key
+    assert batched["tasks"] == dummy["tasks"] and batched["truncated"] == dummy["truncated"]
+    for row_a, row_b in zip(batched["terminal"], dummy["terminal"], strict=True):
+        for x, y in zip(row_a, row_b, strict=True):
+            assert (x is None and y is None) or x.tobytes() == y.tobytes()
+    dones = np.array(batched["dones"])
+    truncated = np.array([[bool(v) for v in row] for row in batched["truncated"]])
+    assert (dones & ~truncated).sum() >= 3 and truncated.sum() >= 3  # both kinds of episode end happened
+    if mixture:
+        assert len({task for row in batched["tasks"] for task in row}) > 2 * n
+    else:
+        assert len({task for row in batched["tasks"] for task in row}) == n
+
+
+def test_batched_matches_a_hand_rolled_single_env():
+    env = PointMassTasks(max_episode_steps=4)
+    tasks = tasks_of(2, seed=9)
+    venv = PointMassVecEnv(env, 2)
+    venv.set_tasks(tasks)
+    singles = [PointMassTasks(max_episode_steps=4) for _ in tasks]
+    obs = venv.reset()
+    expected = np.array([s.reset(options={"task": t})[0] for s, t in zip(singles, tasks, strict=True)])
+    assert obs.tobytes() == expected.tobytes()
+    rng = np.random.default_rng(1)
+    for _ in range(9):
+        actions = rng.uniform(-2, 2, size=(2, 2)).astype(np.float32)
+        obs, rewards, dones, infos = venv.step(actions)
+        for i, single in enumerate(singles):
+            o, r, term, trunc, _ = single.step(actions[i])
+            assert np.float32(r) == rewards[i] and (term or trunc) == dones[i]
+            if term or trunc:
+                assert infos[i]["terminal_observation"].tobytes() == o.tobytes()
+                o, _ = single.reset()
+            assert o.tobytes() == obs[i].tobytes()
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def test_check_actions():
+    box = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    assert check_actions(np.zeros((3, 2), dtype=np.float32), box, 3).dtype == np.float64
+    assert check_actions([0.5, 0.5], box, 1).shape == (1, 2)
+    with pytest.raises(ValueError, match="Expected 2 actions"):
+        check_actions([[0.5, 0.5], [0.1]], box, 2)
+    discrete = gym.spaces.Discrete(3)
+    np.testing.assert_array_equal(check_actions([0, 2, 1.0], discrete, 3), [0, 2, 1])
+    for bad, message in [([0, 3], r"lie in \[0, 3\)"), ([0.5, 1], "must be integers"), ([np.nan, 1], "must be integers")]:
+        with pytest.raises(ValueError, match=message):
+            check_actions(bad, discrete, 2)
+    with pytest.raises(ValueError, match="Unsupported action space"):
+        check_actions([0], gym.spaces.MultiBinary(1), 1)
+
+
+def test_batched_vec_env_only_supports_task_methods():
+    venv = make_task_vec_env(PointMassTasks(), 2)
+    with pytest.raises(NotImplementedError, match="vec_env_cls='dummy'"):
+        venv.env_method("render")
+    with pytest.raises(ValueError, match="needs all indices"):
+        venv.set_attr("goal_radius", 0.1, indices=[0])
+    venv.set_attr("goal_radius", 0.1)
+    assert venv.get_attr("goal_radius") == [0.1, 0.1]
+    assert venv.env_is_wrapped(gym.Wrapper) == [False, False]
