@@ -47,7 +47,7 @@ def run(env_name: str, first_order: bool, policy_kwargs: dict, args: argparse.Na
         first_order=first_order,
         policy_kwargs=policy_kwargs,
         seed=0,
-        device="cpu",
+        device=args.device,
     )
     steps_per_iteration = 1  # learn() always finishes the iteration it starts
     model.learn(steps_per_iteration)
@@ -72,9 +72,12 @@ def main() -> None:
     parser.add_argument("--fast-batch-size", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--algos", nargs="+", default=["FOMAML", "MAML"], choices=["FOMAML", "MAML"])
     args = parser.parse_args()
 
-    print(f"sb3_meta {sb3_meta.__version__}, torch {th.__version__} ({th.get_num_threads()} threads), {platform.processor()}")
+    print(f"sb3_meta {sb3_meta.__version__}, torch {th.__version__} ({th.get_num_threads()} threads), {platform.processor()}, "
+          f"device {args.device}" + (f" ({th.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     print(f"meta_batch_size={args.meta_batch_size}, fast_batch_size={args.fast_batch_size}, {args.iterations} timed iterations")
     header = f"{'env':10s} {'policy':13s} {'algo':7s} {'sampling_s':>22s} {'inner_s':>22s} {'meta_step_s':>22s} {'iteration_s':>22s}"
     print(header)
@@ -84,6 +87,8 @@ def main() -> None:
         for policy_name in args.policies:
             results = {}
             for algo, first_order in (("FOMAML", True), ("MAML", False)):
+                if algo not in args.algos:
+                    continue
                 start = time.perf_counter()
                 results[algo] = run(env_name, first_order, POLICIES[policy_name], args)
                 r = results[algo]
@@ -93,6 +98,8 @@ def main() -> None:
                     flush=True,
                 )
             med = {a: {k: statistics.median(v) for k, v in r.items()} for a, r in results.items()}
+            if len(med) < 2:
+                continue
             ratios.append(
                 (
                     env_name,

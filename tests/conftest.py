@@ -13,6 +13,10 @@ from sb3_meta.common.rollout import TaskBatch, collect_task_batch
 from sb3_meta.envs import PointMassTasks, make_task_vec_env
 from sb3_meta.envs.bandit import BanditTasks
 
+# The tests run tiny networks: torch's intra-op threads only add synchronisation, which on a few shared cores
+# makes each small op up to ~100x slower (measured: one meta-objective evaluation 1 ms on 1 thread, 140 ms on 2).
+th.set_num_threads(1)
+
 #: A one-hidden-layer actor, no critic layers: fast to build and to differentiate.
 TINY_POLICY_KWARGS = dict(net_arch=dict(pi=[16], vf=[]))
 #: Smooth activation for finite-difference checks (ReLU kinks break central differences).

@@ -98,7 +98,7 @@ def ref_surrogate(problem: Problem, params: Params, i: int) -> th.Tensor:
 def ref_meta_objective(problem: Problem, theta: Params) -> float:
     """mean_i surrogate_i(θ_i(θ)) with the inner steps done by plain autograd."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
-    total = sum(float(ref_surrogate(problem, ref_adapt(problem, leaves, i, False), i)) for i in range(problem.n_tasks))
+    total = sum(ref_surrogate(problem, ref_adapt(problem, leaves, i, False), i).item() for i in range(problem.n_tasks))
     return total / problem.n_tasks
 
 
@@ -327,16 +327,15 @@ def test_trpo_step_on_a_quadratic():
     assert params_equal(new, theta)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_maml_accepted_steps_stay_within_target_kl(first_order):
+def test_maml_accepted_steps_stay_within_target_kl():
     target_kl = 1e-3
-    model = MAML(
-        "MlpPolicy", point_mass(), target_kl=target_kl, first_order=first_order, **small_kwargs(meta_batch_size=3, seed=2)
-    )
+    first_order = False
+    # few CG iterations: the quadratic model is rough, so the line search has to enforce the bound
+    model = MAML("MlpPolicy", point_mass(), target_kl=target_kl, cg_max_steps=3, **small_kwargs(seed=2))
     log: list = []
     spy_outer_step(model, log)
-    model.learn(3 * 2 * 3 * 2 * 10)  # three iterations
-    assert len(log) == 3
+    model.learn(2 * 2 * 2 * 2 * 10)  # two iterations
+    assert len(log) == 2
     n_accepted = 0
     for theta, batches, _, stats, after in log:
         assert stats["train/kl"] <= target_kl

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import pathlib
+import random
 import sys
 import time
 import warnings
@@ -192,6 +193,11 @@ class MetaAlgorithm(BaseAlgorithm):
                 f"env must be a task-distribution env, a registered id or a task VecEnv, got {type(env).__name__}"
             )
         task_env = get_task_env(env)  # raises a clear error for envs without sample_tasks/reset_task
+        if getattr(task_env, "sample_task_on_reset", False) or _is_wrapped_in(env, "TaskMixture"):
+            raise ValueError(
+                "This env draws a new task at every reset (task mixture): meta-learning needs each sub-env to keep "
+                "the task it is given. Pass the task distribution without TaskMixture / sample_task_on_reset."
+            )
         if n_envs is None:  # placeholder until load() knows the sizes
             n_envs = 1
         venv = make_task_vec_env(env, n_envs, seed=seed)
@@ -202,17 +208,22 @@ class MetaAlgorithm(BaseAlgorithm):
             return self.task_env.sample_tasks(n)
         return self.env.sample_task_batch(n)  # type: ignore[union-attr]
 
-    def _horizon(self) -> int:
+    def _horizon(self, venv: VecEnv | None = None) -> int:
+        """Episode horizon: ``max_episode_steps``, else the model's env's, else that of ``venv`` (the env sampled).
+
+        ``venv`` matters for a model without env (loaded without one) adapting on the env it is given.
+        """
         if self.max_episode_steps is not None:
             return self.max_episode_steps
-        for source in (self.task_env, getattr(unwrap_task_vec_env(self.env), "template_env", None) if self.env else None):
+        venvs = [v for v in (self.env, venv) if v is not None]
+        for source in (self.task_env, *(getattr(unwrap_task_vec_env(v), "template_env", None) for v in venvs)):
             horizon = getattr(source, "max_episode_steps", None)
             if horizon is None and source is not None and getattr(source, "spec", None) is not None:
                 horizon = source.spec.max_episode_steps
             if horizon:
                 return int(horizon)
-        if self.env is not None:
-            horizon = self.env.get_attr("max_episode_steps", indices=[0])[0]
+        for v in venvs:
+            horizon = v.get_attr("max_episode_steps", indices=[0])[0]
             if horizon:
                 return int(horizon)
         raise ValueError("Cannot tell the episode horizon: pass max_episode_steps=... to the algorithm")
@@ -261,7 +272,7 @@ class MetaAlgorithm(BaseAlgorithm):
     def _collect(
         self, venv: VecEnv, tasks: list[Task], params: Params, per_task: bool, n_episodes: int, on_step: Any
     ) -> TaskBatch | None:
-        batch = collect_task_batch(venv, self.policy, tasks, n_episodes, params, per_task, self._horizon(), on_step)
+        batch = collect_task_batch(venv, self.policy, tasks, n_episodes, params, per_task, self._horizon(venv), on_step)
         if batch is not None:
             batch.compute_advantages(self.gamma, self.gae_lambda, self.normalize_advantage)
         return batch
@@ -440,9 +451,21 @@ class MetaAlgorithm(BaseAlgorithm):
 
     # --- adaptation ------------------------------------------------------------------------------
     def _adaptation_venv(self, env: Any, n_envs: int) -> tuple[VecEnv, Any]:
-        """A VecEnv for adaptation, separate from the training env (whose RNG state must not move)."""
+        """A VecEnv for adaptation, separate from the training env (whose RNG state must not move).
+
+        Cached per (env, size): building MuJoCo sub-envs is not free and evaluation callbacks adapt repeatedly.
+        """
         base = get_task_env(env)
-        return make_task_vec_env(copy.deepcopy(base), n_envs), base
+        key = (id(base), n_envs)
+        cached = self._adapt_venvs.get(key)
+        if cached is None or cached[1] is not base:
+            if len(self._adapt_venvs) >= 4:
+                for old_venv, _ in self._adapt_venvs.values():
+                    old_venv.close()
+                self._adapt_venvs = {}
+            cached = (make_task_vec_env(copy.deepcopy(base), n_envs), base)
+            self._adapt_venvs[key] = cached
+        return cached
 
     def adapt_tasks(
         self,
@@ -482,7 +505,6 @@ class MetaAlgorithm(BaseAlgorithm):
                 result = self._sample_and_adapt(venv, tasks, n_steps, n_episodes, None, sample_last=True)
         finally:
             self.inner_lr = saved_lr
-            venv.close()
         assert result is not None
         batches, adapted, _, _ = result
         if not _all_finite(adapted):
@@ -532,7 +554,11 @@ class MetaAlgorithm(BaseAlgorithm):
         buffer = io.BytesIO()
         self.save(buffer)
         buffer.seek(0)
+        # load() reseeds numpy's and Python's global RNGs with the model's seed (SB3's _setup_model); keep them
+        np_state, py_state = np.random.get_state(), random.getstate()
         new_model = type(self).load(buffer, device=self.device)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
         new_model._load_meta_parameters({k: v[0] for k, v in adapted.items()})
         new_model.task_env = copy.deepcopy(get_task_env(task_source))
         new_model.task_env.reset_task(task)
@@ -603,6 +629,14 @@ class MetaAlgorithm(BaseAlgorithm):
 
 def _all_finite(params: Params) -> bool:
     return all(bool(th.isfinite(v).all()) for v in params.values())
+
+
+def _is_wrapped_in(env: Any, wrapper_name: str) -> bool:
+    while isinstance(env, gym.Wrapper):
+        if type(env).__name__ == wrapper_name:
+            return True
+        env = env.env
+    return False
 
 
 def _all_subclasses(cls: type) -> list[type]:

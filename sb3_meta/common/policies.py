@@ -9,9 +9,11 @@ Log-probabilities and KL divergences are written out in closed form so they stay
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from typing import Any
 
 import torch as th
+import torch.utils._pytree as _pytree
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -23,11 +25,50 @@ __all__ = ["DistParams", "MetaActorCriticPolicy", "MlpPolicy", "Params"]
 Params = dict[str, th.Tensor]
 
 
-class DistParams(NamedTuple):
-    """Parameters of the action distribution: ``(mean, log_std)`` for Box, ``(logits, None)`` for Discrete."""
+class DistParams:
+    """Parameters of the action distribution: ``(mean, log_std)`` for Box, ``(logits, None)`` for Discrete.
 
-    loc: th.Tensor
-    log_std: th.Tensor | None
+    A registered pytree node rather than a NamedTuple: torch's pytree treats every namedtuple generically, with
+    a ``None`` field as a leaf, and ``torch.func.vmap`` rejects such outputs ("must only return Tensors"), so
+    categorical policies failed wherever a DistParams crossed a vmap boundary. Here a missing log-std is part of
+    the structure. Unpacks like the tuple ``(loc, log_std)``.
+    """
+
+    __slots__ = ("loc", "log_std")
+
+    def __init__(self, loc: th.Tensor, log_std: th.Tensor | None = None) -> None:
+        self.loc = loc
+        self.log_std = log_std
+
+    def __iter__(self) -> Iterator[th.Tensor | None]:
+        return iter((self.loc, self.log_std))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> th.Tensor | None:
+        return (self.loc, self.log_std)[index]
+
+    def __repr__(self) -> str:
+        return f"DistParams(loc={self.loc!r}, log_std={self.log_std!r})"
+
+
+def _dist_params_flatten(dist: DistParams) -> tuple[list[th.Tensor], bool]:
+    has_log_std = dist.log_std is not None
+    return ([dist.loc, dist.log_std] if has_log_std else [dist.loc]), has_log_std  # type: ignore[list-item]
+
+
+def _dist_params_unflatten(children: Any, has_log_std: bool) -> DistParams:
+    children = list(children)
+    return DistParams(children[0], children[1] if has_log_std else None)
+
+
+_pytree.register_pytree_node(
+    DistParams,
+    _dist_params_flatten,  # type: ignore[arg-type]
+    _dist_params_unflatten,
+    serialized_type_name="sb3_meta.common.policies.DistParams",
+)
 
 
 class _ActorHead(nn.Module):

@@ -1,0 +1,210 @@
+"""The non-meta baselines of the MAML paper: a policy pretrained on the task mixture, a random one, an oracle.
+
+- :func:`train_pretrained`: SB3 PPO (or sb3-contrib TRPO) trained on the task mixture (a fresh task at every
+  reset), then adapted at test time with the meta-learners' VPG step, like the meta-learned initialisations;
+- :func:`make_random`: the same policy freshly initialised;
+- :func:`train_oracle`: PPO/TRPO on the oracle form of the distribution (task in the observation); evaluate it
+  with ``n_steps=0`` through :func:`~sb3_meta.envs.make_oracle_env`.
+
+All of them sample through the distribution's batched VecEnv (see :func:`make_mixture_vec_env`), not one
+Python env per sub-env. Evaluate them with :func:`~sb3_meta.common.evaluation.evaluate_adaptation`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from torch import nn
+
+from sb3_meta.common.evaluation import OracleVecEnv, _as_task_env, _check_int, _env_horizon, _wrapper_layout
+from sb3_meta.envs.vec_env import get_task_env, make_task_vec_env
+from sb3_meta.envs.wrappers import OracleObservation, TaskMixture
+
+__all__ = ["BASELINE_POLICY_KWARGS", "make_mixture_vec_env", "make_random", "train_oracle", "train_pretrained"]
+
+#: The meta-learners' actor (two hidden layers of 100 ReLU units) plus a critic of the same size.
+BASELINE_POLICY_KWARGS: dict[str, Any] = dict(net_arch=dict(pi=[100, 100], vf=[100, 100]), activation_fn=nn.ReLU)
+
+
+def _algo_class(algo: str) -> type[BaseAlgorithm]:
+    if algo == "ppo":
+        return PPO
+    if algo == "a2c":
+        return A2C
+    if algo == "trpo":
+        try:
+            from sb3_contrib import TRPO
+        except ImportError as e:  # pragma: no cover - sb3-contrib is a dependency
+            raise ImportError("algo='trpo' needs sb3-contrib: pip install sb3-contrib") from e
+        return TRPO
+    raise ValueError(f"algo must be 'ppo', 'trpo' or 'a2c', got {algo!r}")
+
+
+def make_mixture_vec_env(env: gym.Env | str, n_envs: int, seed: int | None = None, oracle: bool = False) -> VecEnv:
+    """A VecMonitor-wrapped VecEnv of the task mixture: every sub-env draws a fresh task at every reset.
+
+    Uses the distribution's batched VecEnv (``sample_task_on_reset=True`` on a copy of the distribution) where it
+    has one and ``env`` carries no wrapper that changes behaviour; otherwise SB3's ``DummyVecEnv`` over
+    :class:`~sb3_meta.envs.TaskMixture` copies of ``env``. ``env`` itself is not modified.
+
+    :param env: a task distribution (possibly wrapped; an :class:`~sb3_meta.envs.OracleObservation` is ignored,
+        use ``oracle``) or a registered id
+    :param n_envs: number of sub-envs
+    :param seed: sub-env ``i`` is seeded with ``seed + i`` (task and initial-state RNGs)
+    :param oracle: append the task to the observations (the oracle's env)
+    :return: the VecEnv
+    """
+    env = _as_task_env(env)
+    n_envs = _check_int("n_envs", n_envs, 1)
+    base = copy.deepcopy(get_task_env(env))
+    base.sample_task_on_reset = True
+    _, only_neutral = _wrapper_layout(env)
+    batched = getattr(base, "batched_vec_env_cls", None) is not None
+    if only_neutral and (batched or not oracle):
+        venv = make_task_vec_env(base, n_envs, seed=seed)
+        if oracle:
+            venv = OracleVecEnv(venv)
+    else:
+        inner = env
+        while isinstance(inner, (OracleObservation, TaskMixture)):  # re-applied below, outermost
+            inner = inner.env
+        mixture: gym.Env = TaskMixture(copy.deepcopy(inner))
+        if oracle:
+            mixture = OracleObservation(mixture)
+        venv = make_task_vec_env(mixture, n_envs, seed=seed, vec_env_cls="dummy")
+    return VecMonitor(venv)
+
+
+def _default_kwargs(algo: str, rollout_size: int) -> dict[str, Any]:
+    """Settings that keep one update cheap on a large rollout (a few dozen gradient steps, not thousands)."""
+    # the largest minibatch up to a quarter of the rollout that divides it (SB3 warns about a truncated minibatch)
+    minibatch = next((rollout_size // d for d in range(4, rollout_size + 1) if rollout_size % d == 0), 1)
+    minibatch = max(minibatch, 2) if rollout_size > 1 else 1
+    if algo == "ppo":
+        return dict(batch_size=minibatch, n_epochs=10)
+    if algo == "trpo":
+        return dict(batch_size=minibatch, n_critic_updates=10)
+    return {}
+
+
+def _make_model(
+    env: gym.Env | str,
+    algo: str,
+    seed: int | None,
+    oracle: bool,
+    n_envs: int,
+    n_steps: int | None,
+    policy_kwargs: dict[str, Any] | None,
+    device: str,
+    verbose: int,
+    tensorboard_log: str | None,
+    algo_kwargs: dict[str, Any],
+) -> BaseAlgorithm:
+    cls = _algo_class(algo)
+    env = _as_task_env(env)
+    if n_steps is None:
+        n_steps = _env_horizon(env) or 2048
+    n_steps = _check_int("n_steps", n_steps, 1)
+    venv = make_mixture_vec_env(env, n_envs, seed=seed, oracle=oracle)
+    kwargs = {**_default_kwargs(algo, n_steps * venv.num_envs), "n_steps": n_steps, **algo_kwargs}
+    return cls(
+        "MlpPolicy",
+        venv,
+        policy_kwargs=copy.deepcopy(BASELINE_POLICY_KWARGS if policy_kwargs is None else policy_kwargs),
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        tensorboard_log=tensorboard_log,
+        **kwargs,
+    )
+
+
+def train_pretrained(
+    env: gym.Env | str,
+    total_timesteps: int,
+    algo: str = "ppo",
+    seed: int | None = 0,
+    n_envs: int = 64,
+    n_steps: int | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
+    callback: MaybeCallback = None,
+    device: str = "cpu",
+    verbose: int = 0,
+    tensorboard_log: str | None = None,
+    progress_bar: bool = False,
+    **algo_kwargs: Any,
+) -> BaseAlgorithm:
+    """Train an SB3 policy on the task mixture: the *pretrained* baseline of the MAML paper.
+
+    :param env: the task distribution (or a registered id)
+    :param total_timesteps: env steps to train for (give the meta-learners' budget to compare like with like)
+    :param algo: ``"ppo"``, ``"trpo"`` (sb3-contrib) or ``"a2c"``
+    :param seed: seed of the model and of the sub-envs
+    :param n_envs: sub-envs of the batched VecEnv
+    :param n_steps: steps per sub-env and rollout (default: the episode horizon, one episode per sub-env)
+    :param policy_kwargs: policy arguments (default :data:`BASELINE_POLICY_KWARGS`: the meta-learners' actor)
+    :param callback: SB3 callback(s)
+    :param device: torch device
+    :param verbose: SB3 verbosity
+    :param tensorboard_log: TensorBoard log directory
+    :param progress_bar: show a progress bar
+    :param algo_kwargs: other arguments of the SB3 class (override the defaults: a minibatch of a quarter of the
+        rollout, so that an update stays cheap)
+    :return: the trained model
+    """
+    total_timesteps = _check_int("total_timesteps", total_timesteps, 1)
+    model = _make_model(env, algo, seed, False, n_envs, n_steps, policy_kwargs, device, verbose, tensorboard_log, algo_kwargs)
+    return model.learn(total_timesteps, callback=callback, progress_bar=progress_bar)
+
+
+def make_random(
+    env: gym.Env | str,
+    seed: int | None = 0,
+    algo: str = "ppo",
+    policy_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> BaseAlgorithm:
+    """A freshly initialised policy of the same class and architecture as :func:`train_pretrained`'s: the
+    *random* baseline of the MAML paper.
+
+    :param env: the task distribution (or a registered id)
+    :param seed: seed of the initialisation
+    :param algo: ``"ppo"``, ``"trpo"`` or ``"a2c"``
+    :param policy_kwargs: policy arguments (default :data:`BASELINE_POLICY_KWARGS`)
+    :param device: torch device
+    :return: the untrained model
+    """
+    return _make_model(env, algo, seed, False, 1, None, policy_kwargs, device, 0, None, {})
+
+
+def train_oracle(
+    env: gym.Env | str,
+    total_timesteps: int,
+    algo: str = "ppo",
+    seed: int | None = 0,
+    n_envs: int = 64,
+    n_steps: int | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
+    callback: MaybeCallback = None,
+    device: str = "cpu",
+    verbose: int = 0,
+    tensorboard_log: str | None = None,
+    progress_bar: bool = False,
+    **algo_kwargs: Any,
+) -> BaseAlgorithm:
+    """Train an SB3 policy that sees the task (oracle observations) on the task mixture: the *oracle* baseline.
+
+    Evaluate it with ``evaluate_adaptation(model, make_oracle_env(env), n_steps=0, tasks=...)``.
+    Arguments as :func:`train_pretrained`.
+
+    :return: the trained model (its observation space is the oracle's)
+    """
+    total_timesteps = _check_int("total_timesteps", total_timesteps, 1)
+    model = _make_model(env, algo, seed, True, n_envs, n_steps, policy_kwargs, device, verbose, tensorboard_log, algo_kwargs)
+    return model.learn(total_timesteps, callback=callback, progress_bar=progress_bar)

@@ -1,0 +1,148 @@
+"""``adapt``: a new model holding θ adapted to one task; the meta-model, its env and the global RNGs are untouched."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch as th
+from conftest import bandit, params_equal, point_mass, small_kwargs
+
+from sb3_meta import FOMAML, MAML, Reptile
+from sb3_meta.envs import PointMassTask
+
+FAST_TRPO = dict(cg_max_steps=3, line_search_max_iter=5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A FOMAML model after one meta-iteration, and its checkpoint."""
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(seed=3), **FAST_TRPO)
+    model.learn(1)
+    path = tmp_path_factory.mktemp("adapt") / "model.zip"
+    model.save(path)
+    return model, path
+
+
+def global_rng_states():
+    return th.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def assert_same_rng_states(a, b):
+    assert th.equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2] == b[2]
+
+
+def test_adapt_to_a_task(trained, tmp_path):
+    model, _ = trained
+    theta = model.meta_parameters()
+    task = point_mass(seed=11).sample_tasks(1)[0]
+    adapted = model.adapt(task, steps=3, seed=0)
+    assert type(adapted) is FOMAML and adapted is not model
+    assert params_equal(model.meta_parameters(), theta)  # the meta-model is unchanged
+    assert not params_equal(adapted.meta_parameters(), theta)
+    assert adapted.adaptation_returns.shape == (4,)  # before each of the 3 steps and after the last
+    assert np.all(np.isfinite(adapted.adaptation_returns))
+    assert adapted.task_env.get_task() == task
+    obs = np.zeros((2, 2), dtype=np.float32)
+    assert not np.array_equal(adapted.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    adapted.save(tmp_path / "adapted.zip")
+    reloaded = FOMAML.load(tmp_path / "adapted.zip")
+    assert params_equal(reloaded.meta_parameters(), adapted.meta_parameters())
+
+
+def test_adapt_to_an_env_set_to_a_task(trained):
+    model, _ = trained
+    env = point_mass(seed=5)
+    task = env.sample_tasks(1)[0]
+    env.reset_task(task)
+    adapted = model.adapt(env, n_steps=1, seed=0)
+    assert type(adapted) is FOMAML
+    assert adapted.adaptation_returns.shape == (2,)
+    # the same as adapting to the task itself
+    assert params_equal(adapted.meta_parameters(), model.adapt(task, n_steps=1, seed=0).meta_parameters())
+    assert env.get_task() == task  # the given env is not switched to anything else
+
+
+def test_adapt_a_freshly_loaded_model(trained):
+    model, path = trained
+    loaded = FOMAML.load(path)  # no env, no task distribution
+    env = point_mass(seed=5)
+    env.reset_task(env.sample_tasks(1)[0])
+    adapted = loaded.adapt(env, n_steps=2, seed=4)
+    assert params_equal(adapted.meta_parameters(), model.adapt(env, n_steps=2, seed=4).meta_parameters())
+    assert not params_equal(adapted.meta_parameters(), loaded.meta_parameters())
+    with pytest.raises(ValueError, match="no task distribution"):
+        loaded.adapt(env.get_task())
+
+
+def test_adapt_is_reproducible_and_leaves_global_rngs_alone(trained):
+    model, _ = trained
+    task = point_mass(seed=11).sample_tasks(1)[0]
+    th.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    before = global_rng_states()
+    first = model.adapt(task, steps=2, seed=1)
+    assert_same_rng_states(global_rng_states(), before)
+    second = model.adapt(task, steps=2, seed=1)
+    assert params_equal(first.meta_parameters(), second.meta_parameters())
+    other = model.adapt(task, steps=2, seed=2)
+    assert not params_equal(first.meta_parameters(), other.meta_parameters())
+    unseeded = model.adapt(task, steps=1)  # without a seed the global RNGs are not moved either
+    assert np.all(np.isfinite(unseeded.adaptation_returns))
+    assert_same_rng_states(global_rng_states(), before)
+
+
+@pytest.mark.parametrize("cls", [FOMAML, MAML, Reptile])
+def test_adapt_does_not_disturb_training(cls):
+    """learn, adapt, learn gives the same meta-parameters as learn, learn: adapt draws on none of training's RNGs."""
+    extra = dict(n_inner_steps=1) if cls is Reptile else FAST_TRPO
+    straight = cls("MlpPolicy", point_mass(), **small_kwargs(seed=2), **extra)
+    straight.learn(1)
+    straight.learn(1, reset_num_timesteps=False)
+    model = cls("MlpPolicy", point_mass(), **small_kwargs(seed=2), **extra)
+    model.learn(1)
+    adapted = model.adapt(PointMassTask((0.2, 0.1), (0.0, 0.0)), steps=1)
+    assert type(adapted) is cls
+    model.learn(1, reset_num_timesteps=False)
+    assert params_equal(model.meta_parameters(), straight.meta_parameters())
+
+
+def test_zero_steps_returns_the_meta_parameters(trained):
+    model, _ = trained
+    adapted = model.adapt(PointMassTask((0.3, 0.3), (0.0, 0.0)), n_steps=0, seed=0)
+    assert params_equal(adapted.meta_parameters(), model.meta_parameters())
+    assert adapted.adaptation_returns.shape == (1,)
+
+
+def test_discrete_adapt():
+    model = Reptile("MlpPolicy", bandit(), n_inner_steps=1, **small_kwargs(seed=1))
+    task = bandit(seed=9).sample_tasks(1)[0]
+    adapted = model.adapt(task, steps=2, seed=0)
+    assert type(adapted) is Reptile
+    assert not params_equal(adapted.meta_parameters(), model.meta_parameters())
+    assert adapted.predict(np.ones((3, 1), dtype=np.float32))[0].shape == (3,)
+
+
+def test_bad_input(trained):
+    model, _ = trained
+    task = PointMassTask((0.3, 0.3), (0.0, 0.0))
+    with pytest.raises(ValueError, match="n_steps"):
+        model.adapt(task, n_steps=-1)
+    with pytest.raises(ValueError, match="n_steps"):
+        model.adapt(task, steps=-2)
+    with pytest.raises(ValueError, match="not both"):
+        model.adapt(task, n_steps=1, steps=2)
+    with pytest.raises(ValueError, match="adapt needs a task"):
+        model.adapt()
+    with pytest.raises(ValueError, match="expected a PointMassTask, got BanditTask"):
+        model.adapt(bandit().sample_tasks(1)[0])
+    bandit_env = bandit()
+    bandit_env.reset_task(bandit_env.sample_tasks(1)[0])
+    with pytest.raises(ValueError):  # an env of another distribution (other spaces)
+        model.adapt(bandit_env)
+    with pytest.raises(ValueError, match="adapt_lr"):
+        model.adapt(task, adapt_lr=0.0)

@@ -1,0 +1,131 @@
+"""SB3 callbacks in the meta-training loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import HORIZON, params_equal, point_mass, small_kwargs
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CallbackList,
+    CheckpointCallback,
+    ProgressBarCallback,
+    StopTrainingOnMaxEpisodes,
+)
+
+from sb3_meta import FOMAML, Reptile
+
+N_ENVS = 4  # small_kwargs: 2 tasks x 2 episodes
+
+
+def reptile(**kwargs) -> Reptile:
+    """One inner step: one sampling pass of HORIZON VecEnv steps per meta-iteration."""
+    return Reptile("MlpPolicy", point_mass(), n_inner_steps=1, **small_kwargs(**kwargs))
+
+
+class Recorder(BaseCallback):
+    """Records the hooks it sees; stops training at the ``stop_at``-th on_step call."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.stop_at = stop_at
+        self.events: list[str] = []
+        self.step_locals: list[dict] = []
+
+    def _on_training_start(self) -> None:
+        self.events.append("training_start")
+        self.total_timesteps = self.locals["total_timesteps"]
+
+    def _on_rollout_start(self) -> None:
+        self.events.append("rollout_start")
+
+    def _on_rollout_end(self) -> None:
+        self.events.append("rollout_end")
+
+    def _on_training_end(self) -> None:
+        self.events.append("training_end")
+
+    def _on_step(self) -> bool:
+        self.events.append("step")
+        self.step_locals.append({k: self.locals[k] for k in ("new_obs", "rewards", "dones", "infos")})
+        return self.stop_at is None or self.n_calls < self.stop_at
+
+
+def test_user_callback_hooks_and_locals():
+    model = reptile()
+    recorder = Recorder()
+    model.learn(2 * HORIZON * N_ENVS, callback=recorder)  # two meta-iterations
+    iteration = ["rollout_start", *["step"] * HORIZON, "rollout_end"]
+    assert recorder.events == ["training_start", *iteration, *iteration, "training_end"]
+    assert recorder.total_timesteps == 2 * HORIZON * N_ENVS
+    assert recorder.n_calls == 2 * HORIZON
+    for t, step in enumerate(recorder.step_locals):
+        assert step["new_obs"].shape == (N_ENVS, 2)
+        assert step["rewards"].shape == (N_ENVS,) and np.all(step["rewards"] <= 0)
+        assert step["dones"].shape == (N_ENVS,)
+        assert bool(step["dones"].all()) == ((t + 1) % HORIZON == 0)  # fixed-length episodes
+        assert len(step["infos"]) == N_ENVS and all("task" in info for info in step["infos"])
+    assert all("episode" in info for info in recorder.step_locals[HORIZON - 1]["infos"])  # VecMonitor
+
+
+def test_callback_returning_false_stops_cleanly():
+    model = reptile()
+    recorder = Recorder(stop_at=HORIZON + 3)  # in the middle of the second meta-iteration
+    snapshots = []
+
+    class Snapshot(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            snapshots.append(self.model.meta_parameters())
+
+        def _on_step(self) -> bool:
+            return True
+
+    model.learn(100 * HORIZON * N_ENVS, callback=[Snapshot(), recorder])
+    assert recorder.n_calls == HORIZON + 3
+    assert recorder.events[-1] == "training_end"
+    assert recorder.events.count("rollout_end") == 1  # the interrupted iteration never finished sampling
+    assert model._n_iterations == 1
+    # the interrupted iteration did not touch the parameters: they are those after the first iteration
+    assert len(snapshots) == 2
+    assert params_equal(model.meta_parameters(), snapshots[1])
+    assert not params_equal(snapshots[0], snapshots[1])
+
+
+def test_checkpoint_callback(tmp_path):
+    model = reptile()
+    checkpoint = CheckpointCallback(save_freq=HORIZON, save_path=str(tmp_path), name_prefix="meta")
+    model.learn(2 * HORIZON * N_ENVS, callback=checkpoint)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [f"meta_{HORIZON * N_ENVS}_steps.zip", f"meta_{2 * HORIZON * N_ENVS}_steps.zip"]
+    loaded = Reptile.load(tmp_path / files[0])
+    assert loaded.num_timesteps == HORIZON * N_ENVS
+    obs = np.zeros((3, 2), dtype=np.float32)
+    assert loaded.predict(obs, deterministic=True)[0].shape == (3, 2)
+
+
+def test_progress_bar():
+    model = reptile()
+    progress = ProgressBarCallback()
+    model.learn(2 * HORIZON * N_ENVS, callback=progress)
+    assert progress.pbar.total == progress.pbar.n == 2 * HORIZON * N_ENVS  # advanced by num_envs per VecEnv step
+    model.learn(2 * HORIZON * N_ENVS, progress_bar=True)
+    assert model.num_timesteps == 2 * HORIZON * N_ENVS
+    assert model._n_iterations == 2
+
+
+def test_stop_training_on_max_episodes():
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(), cg_max_steps=3)
+    theta = model.meta_parameters()
+    # SB3 counts max_episodes per sub-env: every sub-env ends one episode at the end of the first sampling pass
+    model.learn(100 * HORIZON * N_ENVS, callback=StopTrainingOnMaxEpisodes(max_episodes=1))
+    assert model.num_timesteps == HORIZON * N_ENVS
+    assert model._n_iterations == 0
+    assert params_equal(model.meta_parameters(), theta)
+
+
+def test_callback_list():
+    model = reptile()
+    first, second = Recorder(), Recorder()
+    model.learn(HORIZON * N_ENVS, callback=CallbackList([first, second]))
+    assert first.events == second.events
+    assert first.events.count("step") == HORIZON and first.events.count("rollout_end") == 1

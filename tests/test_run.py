@@ -1,0 +1,262 @@
+"""Training runs: MAML, FOMAML and Reptile on small task distributions; env handling, validation, logging."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from conftest import HORIZON, bandit, params_equal, point_mass, small_kwargs
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from sb3_meta import FOMAML, MAML, Reptile
+from sb3_meta.envs import PointMassTasks, make_task_vec_env
+
+#: Cheap TRPO settings where the outer optimiser itself is not under test.
+FAST_TRPO = dict(cg_max_steps=3, line_search_max_iter=5)
+ALGOS = {
+    "MAML": (MAML, FAST_TRPO),
+    "FOMAML": (FOMAML, FAST_TRPO),
+    "Reptile": (Reptile, dict(n_inner_steps=2)),
+}
+
+
+class StepCounter(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_steps = 0
+        self.timesteps: list[int] = []
+
+    def _on_step(self) -> bool:
+        self.n_steps += 1
+        self.timesteps.append(self.model.num_timesteps)
+        return True
+
+
+@pytest.mark.parametrize("name", list(ALGOS))
+def test_learn_counts_every_vec_env_step(name):
+    cls, extra = ALGOS[name]
+    model = cls("MlpPolicy", point_mass(), **small_kwargs(meta_batch_size=2, fast_batch_size=3), **extra)
+    n_envs = 2 * 3
+    assert model.env.num_envs == n_envs
+    before = model.meta_parameters()
+    counter = StepCounter()
+    model.learn(1, callback=counter)  # one whole meta-iteration
+    # sampling passes per iteration: one per inner step, plus the post-adaptation one for MAML/FOMAML
+    passes = model.n_inner_steps + int(name != "Reptile")
+    assert counter.n_steps == passes * HORIZON  # episodes never end early (goal_radius=0)
+    assert model.num_timesteps == passes * HORIZON * n_envs
+    assert counter.timesteps == [n_envs * (i + 1) for i in range(counter.n_steps)]
+    after = model.meta_parameters()
+    assert not params_equal(before, after)
+    assert all(th.isfinite(v).all() for v in after.values())
+    if name == "Reptile":  # (cheap) whole iterations until total_timesteps is reached
+        model.learn(passes * HORIZON * n_envs + 1, reset_num_timesteps=False)
+        assert model.num_timesteps == 3 * passes * HORIZON * n_envs
+        model.learn(1)  # reset_num_timesteps=True: counting starts again
+        assert model.num_timesteps == passes * HORIZON * n_envs
+
+
+def test_constructor_accepts_a_task_env_an_id_and_a_task_vec_env():
+    kwargs = small_kwargs(meta_batch_size=2, fast_batch_size=3)
+    from_env = Reptile("MlpPolicy", point_mass(), **kwargs)
+    from_id = Reptile("MlpPolicy", "sb3_meta/PointMass-v0", **kwargs)
+    venv = make_task_vec_env(point_mass(), 2 * 3, seed=0)
+    from_venv = Reptile("MlpPolicy", venv, **kwargs)
+    for model in (from_env, from_id, from_venv):
+        assert model.env.num_envs == 6
+        assert model.observation_space == from_env.observation_space
+        assert model.action_space == from_env.action_space
+    assert from_id._horizon() == 100  # the registered time limit
+    from_venv.learn(1)
+    assert from_venv.num_timesteps == from_venv.n_inner_steps * HORIZON * 6
+
+
+def test_task_vec_env_with_the_wrong_number_of_sub_envs():
+    venv = make_task_vec_env(point_mass(), 5)
+    with pytest.raises(ValueError, match=r"5 sub-envs.*meta_batch_size x fast_batch_size = 6"):
+        FOMAML("MlpPolicy", venv, **small_kwargs(meta_batch_size=2, fast_batch_size=3))
+
+
+def test_envs_that_are_not_task_distributions():
+    with pytest.raises(ValueError, match="CartPoleEnv is not a task distribution"):
+        MAML("MlpPolicy", gym.make("CartPole-v1"), **small_kwargs())
+    with pytest.raises(ValueError, match="not a task distribution"):
+        MAML("MlpPolicy", "CartPole-v1", **small_kwargs())
+    with pytest.raises(ValueError, match="set_tasks"):
+        MAML("MlpPolicy", DummyVecEnv([lambda: gym.make("CartPole-v1")] * 4), **small_kwargs())
+    with pytest.raises(ValueError, match="env must be"):
+        MAML("MlpPolicy", 42, **small_kwargs())
+
+
+def test_vec_normalize_is_rejected():
+    venv = VecNormalize(make_task_vec_env(point_mass(), 4))
+    with pytest.raises(ValueError, match="VecNormalize is not supported"):
+        Reptile("MlpPolicy", venv, **small_kwargs())
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (MAML, dict(meta_batch_size=0), "meta_batch_size"),
+        (MAML, dict(fast_batch_size=0), "fast_batch_size"),
+        (MAML, dict(n_inner_steps=0), "n_inner_steps"),
+        (MAML, dict(meta_batch_size=1.5), "meta_batch_size"),
+        (MAML, dict(inner_lr=0.0), "inner_lr"),
+        (MAML, dict(inner_lr=-0.1), "inner_lr"),
+        (MAML, dict(inner_lr=float("nan")), "inner_lr"),
+        (MAML, dict(target_kl=0.0), "target_kl"),
+        (MAML, dict(target_kl=-1.0), "target_kl"),
+        (MAML, dict(hvp="bogus"), "hvp"),
+        (MAML, dict(cg_max_steps=0), "cg_max_steps"),
+        (MAML, dict(line_search_shrinking_factor=1.0), "line_search_shrinking_factor"),
+        (MAML, dict(gamma=1.5), "gamma"),
+        (MAML, dict(max_episode_steps=0), "max_episode_steps"),
+        (FOMAML, dict(first_order=False), "first order"),
+        (Reptile, dict(outer_lr=0.0), "outer_lr"),
+        (Reptile, dict(n_inner_steps=0), "n_inner_steps"),
+    ],
+)
+def test_invalid_hyperparameters(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls("MlpPolicy", point_mass(), **small_kwargs(**kwargs))
+
+
+@pytest.mark.parametrize("name", ["MAML", "Reptile"])
+def test_discrete_actions(name):
+    cls, extra = ALGOS[name]
+    model = cls("MlpPolicy", bandit(), **small_kwargs(meta_batch_size=2, fast_batch_size=3), **extra)
+    assert type(model.env.unwrapped).__name__ == "TaskDummyVecEnv"  # the generic fallback, no batched VecEnv
+    before = model.meta_parameters()
+    model.learn(1)
+    after = model.meta_parameters()
+    assert "log_std" not in after
+    assert not params_equal(before, after)
+    assert all(th.isfinite(v).all() for v in after.values())
+    actions, _ = model.predict(np.ones((4, 1), dtype=np.float32))
+    assert actions.shape == (4,) and np.all((actions >= 0) & (actions < 3))
+
+
+class MultiDiscreteTasks(PointMassTasks):
+    batched_vec_env_cls = None
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.action_space = gym.spaces.MultiDiscrete([3, 3])
+
+
+def test_unsupported_action_space():
+    with pytest.raises(ValueError, match="Box and Discrete action spaces.*MultiDiscrete"):
+        MAML("MlpPolicy", MultiDiscreteTasks(), **small_kwargs())
+
+
+class NaNRewardTasks(PointMassTasks):
+    """A point mass whose rewards are NaN while ``nan`` is set (stepped one env at a time, through DummyVecEnv)."""
+
+    batched_vec_env_cls = None
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.nan = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, float("nan") if self.nan else reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("name", ["MAML", "Reptile"])
+def test_non_finite_iterations_are_rejected_then_stop_training(name):
+    cls, extra = ALGOS[name]
+    env = NaNRewardTasks(max_episode_steps=5, goal_radius=0.0)
+    model = cls("MlpPolicy", env, max_nonfinite_iterations=2, **small_kwargs(), **extra)
+    theta = model.meta_parameters()
+    with pytest.warns(UserWarning, match="Non-finite"):
+        model.learn(1)
+    assert params_equal(model.meta_parameters(), theta)  # rejected: unchanged
+    # a finite iteration resets the count of consecutive failures
+    model.env.set_attr("nan", False)
+    model.learn(1, reset_num_timesteps=False)
+    theta = model.meta_parameters()
+    assert all(th.isfinite(v).all() for v in theta.values())
+    model.env.set_attr("nan", True)
+    with pytest.warns(UserWarning, match="Non-finite"):
+        model.learn(1, reset_num_timesteps=False)
+    assert params_equal(model.meta_parameters(), theta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="2 consecutive meta-iterations had a non-finite"):
+            model.learn(1, reset_num_timesteps=False)
+    assert params_equal(model.meta_parameters(), theta)
+
+
+def read_csv_keys(path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return list(rows[0].keys()), rows
+
+
+MAML_KEYS = [
+    "rollout/pre_adapt_return",
+    "rollout/post_adapt_return",
+    "train/kl",
+    "train/surrogate_improvement",
+    "train/line_search_steps",
+    "train/log_std",
+    "time/sampling_s",
+    "time/inner_s",
+    "time/meta_step_s",
+    "time/fps",
+    "time/total_timesteps",
+    "time/iterations",
+]
+
+
+def test_logger_keys(tmp_path):
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(), **FAST_TRPO)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(2 * model.env.num_envs * 2 * HORIZON)  # two iterations
+    keys, rows = read_csv_keys(tmp_path / "progress.csv")
+    assert len(rows) == 2
+    for key in MAML_KEYS:
+        assert key in keys, key
+        assert all(row[key] != "" and np.isfinite(float(row[key])) for row in rows), key
+    assert [int(row["time/total_timesteps"]) for row in rows] == [80, 160]
+    assert all(float(row["train/kl"]) <= model.target_kl for row in rows)
+    assert all(float(row["time/sampling_s"]) > 0 for row in rows)
+    # the logged log-std is the policy's
+    assert float(rows[-1]["train/log_std"]) == pytest.approx(model.policy.log_std.mean().item(), rel=1e-6)
+
+    reptile = Reptile("MlpPolicy", point_mass(), **small_kwargs(), n_inner_steps=1)
+    reptile.set_logger(configure(str(tmp_path / "reptile"), ["csv"]))
+    reptile.learn(1)
+    keys, _ = read_csv_keys(tmp_path / "reptile" / "progress.csv")
+    for key in ["rollout/pre_adapt_return", "train/outer_lr", "train/log_std", "time/sampling_s", "time/inner_s", "time/fps"]:
+        assert key in keys, key
+
+
+@pytest.mark.parametrize("name", ["FOMAML", "Reptile"])  # MAML: see the resume tests of test_save_load.py
+def test_same_seed_same_parameters(name):
+    cls, extra = ALGOS[name]
+    models = []
+    for _ in range(2):  # built and trained one after the other: models share torch's global RNG, as in SB3
+        model = cls("MlpPolicy", point_mass(), **small_kwargs(seed=7), **extra)
+        model.learn(1)
+        model.learn(1, reset_num_timesteps=False)
+        models.append(model)
+    assert params_equal(models[0].meta_parameters(), models[1].meta_parameters())
+    other = cls("MlpPolicy", point_mass(), **small_kwargs(seed=8), **extra)
+    assert not params_equal(models[0].meta_parameters(), other.meta_parameters())
+
+
+def test_finite_difference_hvp_runs():
+    model = MAML("MlpPolicy", point_mass(), hvp="finite_difference", **small_kwargs(), **FAST_TRPO)
+    before = model.meta_parameters()
+    model.learn(1)
+    after = model.meta_parameters()
+    assert all(th.isfinite(v).all() for v in after.values())
+    assert not params_equal(before, after)

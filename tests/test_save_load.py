@@ -1,0 +1,178 @@
+"""Checkpoints: predictions, parameters, hyperparameters and bit-identical resumption of training."""
+
+from __future__ import annotations
+
+import io
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from conftest import bandit, params_equal, point_mass, small_kwargs
+from stable_baselines3 import PPO
+
+from sb3_meta import FOMAML, MAML, Reptile
+from sb3_meta.envs import make_task_vec_env
+
+FAST_TRPO = dict(cg_max_steps=3, line_search_max_iter=5)
+ALGOS = {"FOMAML": (FOMAML, FAST_TRPO), "MAML": (MAML, FAST_TRPO), "Reptile": (Reptile, dict(n_inner_steps=2))}
+
+
+def obs_batch(model, n: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(-1, 1, size=(n, *model.observation_space.shape)).astype(np.float32)
+
+
+def roundtrip(model, env=None):
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    return type(model).load(buffer, env=env)
+
+
+@pytest.mark.parametrize("make_env", [point_mass, bandit])
+def test_save_load_predict(tmp_path, make_env):
+    model = FOMAML("MlpPolicy", make_env(), **small_kwargs(), **FAST_TRPO)
+    model.learn(1)
+    model.save(tmp_path / "model.zip")
+    loaded = FOMAML.load(tmp_path / "model.zip")  # no env: predict still works
+    assert loaded.env is None
+    obs = obs_batch(model)
+    expected, _ = model.predict(obs, deterministic=True)
+    actions, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(actions, expected)
+    assert params_equal(loaded.meta_parameters(), model.meta_parameters())
+    with pytest.raises(ValueError, match="no env"):
+        loaded.learn(1)
+
+
+def test_get_and_set_parameters_roundtrip():
+    model = Reptile("MlpPolicy", point_mass(), **small_kwargs(seed=0))
+    other = Reptile("MlpPolicy", point_mass(), **small_kwargs(seed=1))
+    assert not params_equal(model.meta_parameters(), other.meta_parameters())
+    other.set_parameters(model.get_parameters())
+    assert params_equal(model.meta_parameters(), other.meta_parameters())
+    obs = obs_batch(model)
+    np.testing.assert_array_equal(other.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+
+
+def bandit_vec_env():
+    return make_task_vec_env(bandit(), 2 * 2, seed=5)
+
+
+ENVS = {"point_mass": point_mass, "bandit": bandit, "bandit_vec_env": bandit_vec_env}
+
+
+@pytest.mark.parametrize(
+    ("name", "env_name"),
+    [
+        ("FOMAML", "point_mass"),
+        ("MAML", "point_mass"),
+        ("Reptile", "point_mass"),
+        ("FOMAML", "bandit"),  # the DummyVecEnv fallback: per-sub-env RNGs in the checkpoint
+        ("Reptile", "bandit"),
+        ("Reptile", "bandit_vec_env"),  # a task VecEnv passed in, rather than a task distribution
+    ],
+)
+def test_resume_is_bit_identical(tmp_path, name, env_name):
+    cls, extra = ALGOS[name]
+    make_env = ENVS[env_name]
+    straight = cls("MlpPolicy", make_env(), **small_kwargs(seed=3), **extra)
+    straight.learn(1)
+    straight.learn(1, reset_num_timesteps=False)
+
+    first = cls("MlpPolicy", make_env(), **small_kwargs(seed=3), **extra)
+    first.learn(1)
+    first.save(tmp_path / "checkpoint.zip")
+    steps = first.num_timesteps
+    del first
+    th.manual_seed(12345)  # whatever happened in between: the checkpoint restores every RNG
+    np.random.seed(12345)
+    resumed = cls.load(tmp_path / "checkpoint.zip", env=make_env())
+    assert resumed.num_timesteps == steps
+    resumed.learn(1, reset_num_timesteps=False)
+
+    assert params_equal(resumed.meta_parameters(), straight.meta_parameters())
+    assert resumed.num_timesteps == straight.num_timesteps == 2 * steps
+
+
+def test_hyperparameters_survive(tmp_path):
+    model = MAML(
+        "MlpPolicy",
+        point_mass(),
+        inner_lr=0.07,
+        n_inner_steps=2,
+        gamma=0.95,
+        gae_lambda=0.9,
+        target_kl=0.003,
+        hvp="finite_difference",
+        max_episode_steps=7,
+        **small_kwargs(meta_batch_size=3, fast_batch_size=2),
+    )
+    model.num_timesteps = 1234
+    model.save(tmp_path / "m.zip")
+    loaded = MAML.load(tmp_path / "m.zip")
+    assert type(loaded) is MAML
+    for attr in [
+        "inner_lr",
+        "n_inner_steps",
+        "gamma",
+        "gae_lambda",
+        "target_kl",
+        "hvp",
+        "first_order",
+        "max_episode_steps",
+        "meta_batch_size",
+        "fast_batch_size",
+        "cg_max_steps",
+        "num_timesteps",
+        "seed",
+    ]:
+        assert getattr(loaded, attr) == getattr(model, attr), attr
+    assert loaded.policy_kwargs["net_arch"] == model.policy_kwargs["net_arch"]
+    # FOMAML checkpoints load as FOMAML (also through MAML.load, its base class)
+    fomaml = FOMAML("MlpPolicy", point_mass(), **small_kwargs())
+    fomaml.save(tmp_path / "f.zip")
+    assert type(FOMAML.load(tmp_path / "f.zip")) is FOMAML
+    assert MAML.load(tmp_path / "f.zip").first_order
+
+
+def test_load_with_an_env_of_other_spaces(tmp_path):
+    model = Reptile("MlpPolicy", bandit(), **small_kwargs())
+    model.save(tmp_path / "m.zip")
+    with pytest.raises(ValueError, match="does not match the checkpoint"):
+        Reptile.load(tmp_path / "m.zip", env=point_mass())
+    with pytest.raises(ValueError, match="does not match the checkpoint"):
+        Reptile.load(tmp_path / "m.zip", env=bandit(n_arms=4))
+    with pytest.raises(ValueError, match="not a task distribution"):
+        Reptile.load(tmp_path / "m.zip", env=gym.make("CartPole-v1"))
+
+
+def test_load_a_file_that_is_not_a_checkpoint(tmp_path):
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        MAML.load(garbage)
+    ppo = PPO("MlpPolicy", "CartPole-v1", n_steps=8, batch_size=8)
+    ppo.save(tmp_path / "ppo.zip")
+    with pytest.raises(ValueError, match="not a MAML checkpoint"):
+        MAML.load(tmp_path / "ppo.zip")
+    reptile = Reptile("MlpPolicy", point_mass(), **small_kwargs())
+    reptile.save(tmp_path / "reptile.zip")
+    with pytest.raises(ValueError, match="saved by Reptile"):
+        MAML.load(tmp_path / "reptile.zip")
+
+
+def test_set_env(tmp_path):
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(), **FAST_TRPO)
+    model.save(tmp_path / "m.zip")
+    loaded = FOMAML.load(tmp_path / "m.zip")
+    loaded.set_env(point_mass(seed=4))
+    assert loaded.env.num_envs == 4
+    loaded.learn(1)
+    assert loaded.num_timesteps == 2 * 4 * 10
+    assert not params_equal(loaded.meta_parameters(), model.meta_parameters())
+    with pytest.raises(ValueError):
+        loaded.set_env(bandit())
+    with pytest.raises(ValueError, match="not a task distribution"):
+        loaded.set_env(gym.make("CartPole-v1"))
