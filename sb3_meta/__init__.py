@@ -3,6 +3,8 @@
 import os
 
 from sb3_meta import envs
+from sb3_meta.common.callbacks import MetaEvalCallback
+from sb3_meta.common.evaluation import AdaptationResult, evaluate_adaptation
 from sb3_meta.maml import FOMAML, MAML
 from sb3_meta.reptile import Reptile
 
@@ -11,4 +13,13 @@ version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["FOMAML", "MAML", "Reptile", "__version__", "envs"]
+__all__ = [
+    "AdaptationResult",
+    "FOMAML",
+    "MAML",
+    "MetaEvalCallback",
+    "Reptile",
+    "__version__",
+    "envs",
+    "evaluate_adaptation",
+]

@@ -105,9 +105,11 @@ def test_adapt_does_not_disturb_training(cls):
     straight.learn(1, reset_num_timesteps=False)
     model = cls("MlpPolicy", point_mass(), **small_kwargs(seed=2), **extra)
     model.learn(1)
+    theta = model.meta_parameters()
     adapted = model.adapt(PointMassTask((0.2, 0.1), (0.0, 0.0)), steps=1)
     assert type(adapted) is cls
     model.learn(1, reset_num_timesteps=False)
+    assert not params_equal(model.meta_parameters(), theta)
     assert params_equal(model.meta_parameters(), straight.meta_parameters())
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from conftest import HORIZON, params_equal, point_mass, small_kwargs
 from stable_baselines3.common.callbacks import (
     BaseCallback,

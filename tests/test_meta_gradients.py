@@ -146,7 +146,9 @@ def test_fomaml_gradient_is_mean_gradient_at_adapted_parameters(setup):
     per_task = []
     for i in range(problem.n_tasks):
         adapted_i = {k: v[i].clone().requires_grad_(True) for k, v in problem.adapted.items()}
-        per_task.append(flatten(dict(zip(adapted_i, th.autograd.grad(ref_surrogate(problem, adapted_i, i), list(adapted_i.values()))))))
+        per_task.append(
+            flatten(dict(zip(adapted_i, th.autograd.grad(ref_surrogate(problem, adapted_i, i), list(adapted_i.values())))))
+        )
     th.testing.assert_close(gradient, th.stack(per_task).mean(dim=0), rtol=1e-10, atol=1e-12)
 
 
@@ -175,7 +177,7 @@ def test_kl_is_zero_at_old_parameters(setup, first_order):
     problem = build_problem(setup, first_order=first_order)
     leaves = {k: v.clone().requires_grad_(True) for k, v in problem.theta.items()}
     kl = problem.objective.kl_of_theta(leaves, problem.inner, problem.outer, problem.old_dist)
-    assert abs(float(kl)) < 1e-12
+    assert abs(kl.item()) < 1e-12
     gradient = th.autograd.grad(kl, list(leaves.values()))
     assert max(float(g.abs().max()) for g in gradient) < 1e-10
     # and positive away from them
@@ -247,6 +249,21 @@ def test_old_policy_is_a_constant(point_mass_setup):
     assert not dist.log_std.requires_grad
 
 
+def test_dist_params_cross_torch_func_boundaries(bandit_setup):
+    """A categorical policy's DistParams (no log-std) is returned from vmap and flows through jvp/vjp."""
+    _, _, policy, _, _ = bandit_setup
+    theta = {k: v.detach() for k, v in policy.actor_parameters().items()}
+    stacked = {k: v.unsqueeze(0).expand(3, *v.shape) for k, v in theta.items()}
+    obs = th.ones(3, 4, 1, dtype=th.float64)
+    dist = th.func.vmap(policy.functional_dist_params)(stacked, obs)
+    assert dist.log_std is None and dist.loc.shape == (3, 4, 3)
+    loc, log_std = dist  # unpacks like the former NamedTuple
+    assert loc is dist.loc and log_std is None
+    out, vjp_fn = th.func.vjp(lambda p: th.func.vmap(policy.functional_dist_params)(p, obs), stacked)
+    (cotangent,) = vjp_fn(type(out)(th.ones_like(out.loc), None))
+    assert cotangent.keys() == stacked.keys()
+
+
 # --- outer updates ------------------------------------------------------------------------------------
 def spy_outer_step(model, log: list):
     """Record (θ before, batches, adapted θ_i, returned stats, θ after) of every outer step."""
@@ -313,9 +330,7 @@ def test_trpo_step_on_a_quadratic():
     assert math.isclose(stats.kl, 0.5 * delta, rel_tol=1e-6)
 
     # The true KL is 3x the model: the line search shrinks the step by 0.8^k until the KL is within δ
-    new, stats = trpo_step(
-        theta, unflatten(g, theta), hvp, make_evaluate(3.0), 0.0, delta, cg_max_steps=20, cg_damping=0.0
-    )
+    new, stats = trpo_step(theta, unflatten(g, theta), hvp, make_evaluate(3.0), 0.0, delta, cg_max_steps=20, cg_damping=0.0)
     k = math.ceil(math.log(1 / 3) / (2 * math.log(0.8)))  # smallest k with 3 * 0.8^(2k) <= 1
     assert stats.accepted and stats.line_search_steps == k + 1
     assert stats.kl <= delta
@@ -329,7 +344,6 @@ def test_trpo_step_on_a_quadratic():
 
 def test_maml_accepted_steps_stay_within_target_kl():
     target_kl = 1e-3
-    first_order = False
     # few CG iterations: the quadratic model is rough, so the line search has to enforce the bound
     model = MAML("MlpPolicy", point_mass(), target_kl=target_kl, cg_max_steps=3, **small_kwargs(seed=2))
     log: list = []
@@ -340,7 +354,7 @@ def test_maml_accepted_steps_stay_within_target_kl():
     for theta, batches, _, stats, after in log:
         assert stats["train/kl"] <= target_kl
         # the KL recomputed independently between the old and the new adapted policies
-        objective = MetaObjective(model.policy, model.inner_lr, first_order=first_order)
+        objective = MetaObjective(model.policy, model.inner_lr, first_order=False)
         inner, outer = [b.flat() for b in batches[:-1]], batches[-1].flat()
         old_adapted, _ = objective.adapt(theta, inner)
         new_adapted, _ = objective.adapt(after, inner)

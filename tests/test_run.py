@@ -55,11 +55,11 @@ def test_learn_counts_every_vec_env_step(name):
     after = model.meta_parameters()
     assert not params_equal(before, after)
     assert all(th.isfinite(v).all() for v in after.values())
-    if name == "Reptile":  # (cheap) whole iterations until total_timesteps is reached
-        model.learn(passes * HORIZON * n_envs + 1, reset_num_timesteps=False)
-        assert model.num_timesteps == 3 * passes * HORIZON * n_envs
-        model.learn(1)  # reset_num_timesteps=True: counting starts again
-        assert model.num_timesteps == passes * HORIZON * n_envs
+    # whole iterations until total_timesteps is reached
+    model.learn(passes * HORIZON * n_envs + 1, reset_num_timesteps=False)
+    assert model.num_timesteps == 3 * passes * HORIZON * n_envs
+    model.learn(1)  # reset_num_timesteps=True: counting starts again
+    assert model.num_timesteps == passes * HORIZON * n_envs
 
 
 def test_constructor_accepts_a_task_env_an_id_and_a_task_vec_env():
@@ -151,7 +151,7 @@ class MultiDiscreteTasks(PointMassTasks):
 
 
 def test_unsupported_action_space():
-    with pytest.raises(ValueError, match="Box and Discrete action spaces.*MultiDiscrete"):
+    with pytest.raises(ValueError, match=r"Box and Discrete action spaces.*MultiDiscrete"):
         MAML("MlpPolicy", MultiDiscreteTasks(), **small_kwargs())
 
 
@@ -239,14 +239,16 @@ def test_logger_keys(tmp_path):
         assert key in keys, key
 
 
-@pytest.mark.parametrize("name", ["FOMAML", "Reptile"])  # MAML: see the resume tests of test_save_load.py
+@pytest.mark.parametrize("name", list(ALGOS))
 def test_same_seed_same_parameters(name):
     cls, extra = ALGOS[name]
     models = []
     for _ in range(2):  # built and trained one after the other: models share torch's global RNG, as in SB3
         model = cls("MlpPolicy", point_mass(), **small_kwargs(seed=7), **extra)
+        theta = model.meta_parameters()
         model.learn(1)
         model.learn(1, reset_num_timesteps=False)
+        assert not params_equal(theta, model.meta_parameters())
         models.append(model)
     assert params_equal(models[0].meta_parameters(), models[1].meta_parameters())
     other = cls("MlpPolicy", point_mass(), **small_kwargs(seed=8), **extra)
@@ -260,3 +262,39 @@ def test_finite_difference_hvp_runs():
     after = model.meta_parameters()
     assert all(th.isfinite(v).all() for v in after.values())
     assert not params_equal(before, after)
+
+
+def test_bandit_task_distribution():
+    from gymnasium.utils.env_checker import check_env
+
+    from sb3_meta.envs.bandit import BanditTask, BanditTasks
+
+    env = BanditTasks(n_arms=3, horizon=4, seed=0)
+    assert env.sample_tasks(3) == BanditTasks(n_arms=3, seed=0).sample_tasks(3)  # seeded task RNG
+    assert env.sample_tasks(3) != BanditTasks(n_arms=3, seed=1).sample_tasks(3)
+    check_env(env, skip_render_check=True)
+    task = BanditTask(means=(0.0, 1.0, 0.25))
+    env.reset_task(task)
+    env.reset(seed=1)
+    pulls = [env.step(arm) for arm in (0, 1, 2, 2)]
+    assert [p[1] for p in pulls[:2]] == [0.0, 1.0]  # Bernoulli rewards
+    assert [p[3] for p in pulls] == [False, False, False, True]  # truncated after the horizon
+    rewards = []
+    for _ in range(200):
+        env.reset()
+        rewards += [env.step(2)[1] for _ in range(4)]
+    assert set(rewards) == {0.0, 1.0} and abs(np.mean(rewards) - 0.25) < 0.05
+    gaussian = BanditTasks(n_arms=3, reward="gaussian", noise_std=0.1)
+    gaussian.reset_task(task)
+    gaussian.reset(seed=0)
+    assert abs(gaussian.step(1)[1] - 1.0) < 0.5
+    with pytest.raises(ValueError, match="3 arms"):
+        env.reset_task(BanditTask(means=(0.5, 0.5)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        env.reset_task(BanditTask(means=(0.5, 0.5, 1.5)))
+    with pytest.raises(ValueError, match="expected a BanditTask"):
+        env.reset_task(point_mass().sample_tasks(1)[0])
+    with pytest.raises(ValueError, match="integer arm"):
+        env.step(3)
+    with pytest.raises(ValueError, match="n_arms"):
+        BanditTasks(n_arms=0)

@@ -70,18 +70,24 @@ ENVS = {"point_mass": point_mass, "bandit": bandit, "bandit_vec_env": bandit_vec
         ("MAML", "point_mass"),
         ("Reptile", "point_mass"),
         ("FOMAML", "bandit"),  # the DummyVecEnv fallback: per-sub-env RNGs in the checkpoint
+        ("MAML", "bandit"),
         ("Reptile", "bandit"),
-        ("Reptile", "bandit_vec_env"),  # a task VecEnv passed in, rather than a task distribution
+        ("FOMAML", "bandit_vec_env"),  # a task VecEnv passed in, rather than a task distribution
+        ("Reptile", "bandit_vec_env"),
     ],
 )
 def test_resume_is_bit_identical(tmp_path, name, env_name):
     cls, extra = ALGOS[name]
     make_env = ENVS[env_name]
-    straight = cls("MlpPolicy", make_env(), **small_kwargs(seed=3), **extra)
-    straight.learn(1)
-    straight.learn(1, reset_num_timesteps=False)
+    straight = cls("MlpPolicy", make_env(), **small_kwargs(seed=5), **extra)
+    history = [straight.meta_parameters()]
+    for _ in range(2):
+        straight.learn(1, reset_num_timesteps=False)
+        history.append(straight.meta_parameters())
+    # both iterations move the parameters (a rejected step would hide a difference in what it sampled)
+    assert not params_equal(history[0], history[1]) and not params_equal(history[1], history[2])
 
-    first = cls("MlpPolicy", make_env(), **small_kwargs(seed=3), **extra)
+    first = cls("MlpPolicy", make_env(), **small_kwargs(seed=5), **extra)
     first.learn(1)
     first.save(tmp_path / "checkpoint.zip")
     steps = first.num_timesteps
@@ -176,3 +182,21 @@ def test_set_env(tmp_path):
         loaded.set_env(bandit())
     with pytest.raises(ValueError, match="not a task distribution"):
         loaded.set_env(gym.make("CartPole-v1"))
+
+
+@pytest.mark.parametrize("saved_with", ["batched", "dummy"])
+def test_load_into_another_kind_of_vec_env(tmp_path, saved_with):
+    """A checkpoint of a batched VecEnv loads into a DummyVecEnv (and the reverse): resumes with a warning."""
+
+    def env(kind):
+        return point_mass() if kind == "batched" else make_task_vec_env(point_mass(), 4, vec_env_cls="dummy")
+
+    model = Reptile("MlpPolicy", env(saved_with), n_inner_steps=1, **small_kwargs())
+    model.learn(1)
+    model.save(tmp_path / "m.zip")
+    other = "dummy" if saved_with == "batched" else "batched"
+    with pytest.warns(UserWarning, match="not bit for bit"):
+        loaded = Reptile.load(tmp_path / "m.zip", env=env(other))
+    loaded.learn(1, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 2 * model.num_timesteps
+    assert not params_equal(loaded.meta_parameters(), model.meta_parameters())

@@ -83,9 +83,10 @@ def make_mixture_vec_env(env: gym.Env | str, n_envs: int, seed: int | None = Non
 
 def _default_kwargs(algo: str, rollout_size: int) -> dict[str, Any]:
     """Settings that keep one update cheap on a large rollout (a few dozen gradient steps, not thousands)."""
-    # the largest minibatch up to a quarter of the rollout that divides it (SB3 warns about a truncated minibatch)
-    minibatch = next((rollout_size // d for d in range(4, rollout_size + 1) if rollout_size % d == 0), 1)
-    minibatch = max(minibatch, 2) if rollout_size > 1 else 1
+    # the largest minibatch of at least 2 and at most a quarter of the rollout that divides it (SB3 warns about a
+    # truncated minibatch), else the whole rollout
+    divisors = (rollout_size // d for d in range(4, rollout_size // 2 + 1) if rollout_size % d == 0)
+    minibatch = next(divisors, rollout_size)
     if algo == "ppo":
         return dict(batch_size=minibatch, n_epochs=10)
     if algo == "trpo":

@@ -295,21 +295,29 @@ def _wrapper_layout(env: gym.Env) -> tuple[bool, bool]:
     return oracle, only_neutral
 
 
-def _eval_vec_env(env: gym.Env, n_envs: int, seed: int | None = None) -> VecEnv:
+def _eval_vec_env(env: gym.Env, n_envs: int) -> VecEnv:
     """A fresh VecEnv of ``n_envs`` copies of ``env`` for evaluation, batched whenever the distribution allows.
 
-    Plain distributions (and :class:`TaskMixture`, whose resampling evaluation does not want) get the batched
-    VecEnv of the task distribution, as :meth:`MetaAlgorithm.adapt_tasks` builds; the oracle form gets it wrapped
-    in :class:`OracleVecEnv`; envs with other wrappers run through SB3's ``DummyVecEnv`` with the wrappers.
+    Plain distributions get the batched VecEnv of the task distribution, as :meth:`MetaAlgorithm.adapt_tasks`
+    builds; the oracle form gets it wrapped in :class:`OracleVecEnv`; envs with other wrappers run through SB3's
+    ``DummyVecEnv`` with their wrappers. Sub-envs keep the tasks they are given (no task mixture).
     """
     base = get_task_env(env)
     oracle, only_neutral = _wrapper_layout(env)
     batched = getattr(base, "batched_vec_env_cls", None) is not None
-    if only_neutral and not oracle:
-        return make_task_vec_env(copy.deepcopy(base), n_envs, seed=seed)
-    if only_neutral and batched and isinstance(base.observation_space, gym.spaces.Box):
-        return OracleVecEnv(make_task_vec_env(copy.deepcopy(base), n_envs, seed=seed))
-    return make_task_vec_env(copy.deepcopy(env), n_envs, seed=seed, vec_env_cls="dummy")
+    if only_neutral and (not oracle or (batched and isinstance(base.observation_space, gym.spaces.Box))):
+        base = copy.deepcopy(base)
+        base.sample_task_on_reset = False  # evaluation sets every sub-env's task itself
+        venv = make_task_vec_env(base, n_envs)
+        return OracleVecEnv(venv) if oracle else venv
+    inner = env
+    while isinstance(inner, gym.Wrapper):
+        if isinstance(inner, TaskMixture):
+            raise ValueError("Evaluate on the task distribution without TaskMixture: evaluation sets each sub-env's task")
+        inner = inner.env
+    env = copy.deepcopy(env)
+    get_task_env(env).sample_task_on_reset = False
+    return make_task_vec_env(env, n_envs, vec_env_cls="dummy")
 
 
 def _env_horizon(env: gym.Env) -> int | None:
@@ -486,10 +494,32 @@ class _MeanActionPolicy:
         return self._policy.sample(dist, deterministic=True)
 
 
-def _evaluation_view(model: MetaAlgorithm, env: gym.Env) -> MetaAlgorithm:
-    """A shallow copy of ``model`` whose ``adapt_tasks`` samples ``env`` (wrappers such as OracleObservation kept)."""
+class _EvalVecEnvs:
+    """The evaluation VecEnvs, built on first use per (env, size, role) and reused until :meth:`close`.
+
+    Building many MuJoCo sub-envs is not free; a callback that evaluates repeatedly keeps one of these.
+    """
+
+    def __init__(self) -> None:
+        self._venvs: dict[tuple[int, int, str], tuple[gym.Env, VecEnv]] = {}
+
+    def get(self, env: gym.Env, n_envs: int, role: str) -> VecEnv:
+        key = (id(env), n_envs, role)
+        if key not in self._venvs:
+            self._venvs[key] = (env, _eval_vec_env(env, n_envs))  # the env is kept alive so that its id stays unique
+        return self._venvs[key][1]
+
+    def close(self) -> None:
+        for _, venv in self._venvs.values():
+            venv.close()
+        self._venvs = {}
+
+
+def _evaluation_view(model: MetaAlgorithm, env: gym.Env, venvs: _EvalVecEnvs) -> MetaAlgorithm:
+    """A shallow copy of ``model`` whose ``adapt_tasks`` samples ``env`` through ``venvs`` (wrappers such as
+    OracleObservation kept: ``MetaAlgorithm._adaptation_venv`` samples the bare distribution)."""
     view = copy.copy(model)
-    view._adaptation_venv = lambda source, n_envs: (_eval_vec_env(source, n_envs), get_task_env(source))  # type: ignore[method-assign]
+    view._adaptation_venv = lambda source, n_envs: (venvs.get(source, n_envs, "adapt"), get_task_env(source))  # type: ignore[method-assign]
     if model.max_episode_steps is None:
         horizon = _env_horizon(env)
         if horizon is not None:
@@ -498,6 +528,109 @@ def _evaluation_view(model: MetaAlgorithm, env: gym.Env) -> MetaAlgorithm:
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _EvalSpec:
+    """Validated arguments of one evaluation."""
+
+    env: gym.Env
+    tasks: list[Task]
+    n_steps: int
+    n_episodes: int
+    seed: int | None
+    deterministic: bool
+    adapt_lr: float
+    horizon: int | None
+
+
+def _check_model(model: Any, env: gym.Env) -> None:
+    if not isinstance(model, BaseAlgorithm):
+        raise ValueError(f"Expected an SB3 model (PPO, A2C, TRPO) or an sb3_meta meta-learner, got {type(model).__name__}")
+    if not isinstance(model, MetaAlgorithm):
+        _check_sb3_policy(model)
+    for what, mine, theirs in (
+        ("observation", model.observation_space, env.observation_space),
+        ("action", model.action_space, env.action_space),
+    ):
+        if mine != theirs:
+            raise ValueError(f"The model's {what} space {mine} does not match the env's {theirs}")
+
+
+def _prepare(
+    model: Any,
+    env: gym.Env | str,
+    n_tasks: int,
+    n_steps: int,
+    n_episodes: int,
+    tasks: Sequence[Task] | None,
+    seed: int | None,
+    deterministic: bool,
+    adapt_lr: float | None,
+) -> _EvalSpec:
+    """Check every argument (ValueError before any work) and draw the tasks."""
+    n_steps = _check_int("n_steps", n_steps, 0)
+    n_episodes = _check_int("n_episodes", n_episodes, 1)
+    if tasks is None:
+        n_tasks = _check_int("n_tasks", n_tasks, 1)
+    if seed is not None:
+        seed = _check_int("seed", seed, 0)
+    if adapt_lr is None:
+        adapt_lr = float(getattr(model, "inner_lr", DEFAULT_ADAPT_LR))
+    elif isinstance(adapt_lr, bool) or not isinstance(adapt_lr, (int, float)) or not np.isfinite(adapt_lr) or adapt_lr <= 0:
+        raise ValueError(f"adapt_lr must be a positive finite number, got {adapt_lr!r}")
+    env = _as_task_env(env)
+    _check_model(model, env)
+    horizon = _env_horizon(env)
+    if not isinstance(model, MetaAlgorithm) and horizon is None:
+        raise ValueError("Cannot tell the episode horizon of env: give the distribution a max_episode_steps")
+    if tasks is None:
+        tasks = sample_eval_tasks(env, n_tasks, seed)
+    else:
+        if isinstance(tasks, Task) or not isinstance(tasks, Sequence) or len(tasks) < 1:
+            raise ValueError(f"tasks must be a non-empty sequence of tasks, got {tasks!r}")
+        tasks = list(tasks)
+        validate = getattr(get_task_env(env), "validate_task", None)
+        if callable(validate):
+            for task in tasks:
+                validate(task)
+    return _EvalSpec(env, list(tasks), n_steps, n_episodes, seed, bool(deterministic), float(adapt_lr), horizon)
+
+
+def _run_evaluation(model: BaseAlgorithm, spec: _EvalSpec, venvs: _EvalVecEnvs) -> AdaptationResult:
+    """Adapt to ``spec.tasks`` with :meth:`MetaAlgorithm.adapt_tasks` and collect the returns."""
+    view = _evaluation_view(as_meta_model(model, max_episode_steps=spec.horizon), spec.env, venvs)
+    n_envs = len(spec.tasks) * spec.n_episodes
+    mean_action_returns: list[np.ndarray] = []
+    if spec.deterministic:
+        collect = view._collect
+        measure_venv = venvs.get(spec.env, n_envs, "measure")
+        if spec.seed is not None:
+            measure_venv.seed(spec.seed)
+        mean_policy = _MeanActionPolicy(view.policy)
+
+        def _collect(venv: VecEnv, tasks: list[Task], params: Any, per_task: bool, n_episodes: int, on_step: Any) -> Any:
+            # Measure the current parameters with the mean action on separate episodes (no torch RNG draws, so the
+            # sampled adaptation episodes below are those of deterministic=False), then sample as usual.
+            horizon = view._horizon(venv)
+            batch = collect_task_batch(measure_venv, mean_policy, tasks, n_episodes, params, per_task, horizon)  # type: ignore[arg-type]
+            assert batch is not None
+            mean_action_returns.append(batch.episode_returns().mean(dim=1).cpu().numpy())
+            return collect(venv, tasks, params, per_task, n_episodes, on_step)
+
+        view._collect = _collect  # type: ignore[method-assign]
+    _, returns = view.adapt_tasks(
+        spec.tasks, n_steps=spec.n_steps, n_episodes=spec.n_episodes, env=spec.env, seed=spec.seed, adapt_lr=spec.adapt_lr
+    )
+    if spec.deterministic:
+        returns = np.stack(mean_action_returns, axis=1)
+    return AdaptationResult(
+        returns=returns,
+        tasks=spec.tasks,
+        n_episodes=spec.n_episodes,
+        adapt_lr=spec.adapt_lr,
+        deterministic=spec.deterministic,
+    )
+
+
 def evaluate_adaptation(
     model: BaseAlgorithm,
     env: gym.Env | str,
@@ -529,64 +662,9 @@ def evaluate_adaptation(
     :param adapt_lr: step size (default: the model's ``inner_lr``; 0.1 for models without one)
     :return: the per-task returns, shape ``(len(tasks), n_steps + 1)``, and their mean / standard error
     """
-    n_steps = _check_int("n_steps", n_steps, 0)
-    n_episodes = _check_int("n_episodes", n_episodes, 1)
-    if tasks is None:
-        n_tasks = _check_int("n_tasks", n_tasks, 1)
-    if seed is not None:
-        seed = _check_int("seed", seed, 0)
-    if adapt_lr is None:
-        adapt_lr = float(getattr(model, "inner_lr", DEFAULT_ADAPT_LR))
-    elif isinstance(adapt_lr, bool) or not isinstance(adapt_lr, (int, float)) or not np.isfinite(adapt_lr) or adapt_lr <= 0:
-        raise ValueError(f"adapt_lr must be a positive finite number, got {adapt_lr!r}")
-    env = _as_task_env(env)
-    if not isinstance(model, BaseAlgorithm):
-        raise ValueError(f"Expected an SB3 model (PPO, A2C, TRPO) or an sb3_meta meta-learner, got {type(model).__name__}")
-    if not isinstance(model, MetaAlgorithm):
-        _check_sb3_policy(model)
-    for what, mine, theirs in (
-        ("observation", model.observation_space, env.observation_space),
-        ("action", model.action_space, env.action_space),
-    ):
-        if mine != theirs:
-            raise ValueError(f"The model's {what} space {mine} does not match the env's {theirs}")
-    task_env = get_task_env(env)
-    if tasks is None:
-        tasks = sample_eval_tasks(env, n_tasks, seed)
-    else:
-        if isinstance(tasks, Task) or not isinstance(tasks, Sequence) or len(tasks) < 1:
-            raise ValueError(f"tasks must be a non-empty sequence of tasks, got {tasks!r}")
-        tasks = list(tasks)
-        validate = getattr(task_env, "validate_task", None)
-        for task in tasks:
-            validate(task) if callable(validate) else None
-    horizon = _env_horizon(env)
-    if not isinstance(model, MetaAlgorithm) and horizon is None:
-        raise ValueError("Cannot tell the episode horizon of env: give the distribution a max_episode_steps")
-
-    view = _evaluation_view(as_meta_model(model, max_episode_steps=horizon), env)
-    mean_action_returns: list[np.ndarray] = []
-    if deterministic:
-        collect = view._collect
-        measure_venv = _eval_vec_env(env, len(tasks) * n_episodes, seed=seed)
-        mean_policy = _MeanActionPolicy(view.policy)
-
-        def _collect(venv: VecEnv, tasks_: list[Task], params: Any, per_task: bool, n_eps: int, on_step: Any) -> Any:
-            # Measure the current parameters with the mean action on separate episodes (no torch RNG draws, so the
-            # sampled adaptation episodes below are those of deterministic=False), then sample as usual.
-            batch = collect_task_batch(measure_venv, mean_policy, tasks_, n_eps, params, per_task, view._horizon())  # type: ignore[arg-type]
-            assert batch is not None
-            mean_action_returns.append(batch.episode_returns().mean(dim=1).cpu().numpy())
-            return collect(venv, tasks_, params, per_task, n_eps, on_step)
-
-        view._collect = _collect  # type: ignore[method-assign]
+    spec = _prepare(model, env, n_tasks, n_steps, n_episodes, tasks, seed, deterministic, adapt_lr)
+    venvs = _EvalVecEnvs()
     try:
-        _, returns = view.adapt_tasks(tasks, n_steps=n_steps, n_episodes=n_episodes, env=env, seed=seed, adapt_lr=adapt_lr)
+        return _run_evaluation(model, spec, venvs)
     finally:
-        if deterministic:
-            measure_venv.close()
-    if deterministic:
-        returns = np.stack(mean_action_returns, axis=1)
-    return AdaptationResult(
-        returns=returns, tasks=tasks, n_episodes=n_episodes, adapt_lr=float(adapt_lr), deterministic=bool(deterministic)
-    )
+        venvs.close()

@@ -115,6 +115,7 @@ class MetaObjective:
     def old_policy(self, adapted: Params, outer: Batch) -> tuple[th.Tensor, DistParams]:
         """log π_old(a|s) and the distribution of the adapted policies on the outer batch (constants for TRPO)."""
         with th.no_grad():
+            adapted = {k: v.detach() for k, v in adapted.items()}  # vmap passes log_std through unchanged
             dist = vmap(self.policy.functional_dist_params)(adapted, outer["obs"])
             log_prob = vmap(self.policy.log_prob)(dist, outer["actions"])
         return log_prob, dist
@@ -207,10 +208,19 @@ class MetaObjective:
     ) -> Callable[[Params], Params]:
         """HVP by finite differences of the KL gradient, (∇KL(θ + εv) − ∇KL(θ)) / ε (as the original MAML code)."""
         names = list(theta)
+        n_tasks = outer["obs"].shape[0]
+        if self.first_order:  # FOMAML's θ_i = θ + stop_grad(θ_i − θ): hold the inner step fixed at the current θ
+            adapted, _ = self.adapt(theta, inner_batches)
+            stacked = stack_params(theta, n_tasks)
+            delta = {k: (adapted[k] - stacked[k]).detach() for k in names}
 
         def kl_grad(point: Params) -> th.Tensor:
             leaves = {k: point[k].detach().requires_grad_(True) for k in names}
-            kl = self.kl_of_theta(leaves, inner_batches, outer, old_dist)
+            if self.first_order:
+                stacked_leaves = stack_params(leaves, n_tasks)
+                kl = vmap(self.kl)({k: stacked_leaves[k] + delta[k] for k in names}, outer, old_dist).mean()
+            else:
+                kl = self.kl_of_theta(leaves, inner_batches, outer, old_dist)
             return flatten(dict(zip(names, th.autograd.grad(kl, [leaves[k] for k in names]))))
 
         base_grad = kl_grad(theta)

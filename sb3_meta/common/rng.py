@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,16 @@ def _set_vec_env_state(venv: VecEnv, state: dict[str, Any]) -> None:
         raise ValueError(f"Saved RNG state is for {len(state['seeds'])} sub-envs, the env has {inner.num_envs}")
     inner._seeds = list(state["seeds"])
     inner._options = copy.deepcopy(state["options"])
-    if "sub_envs" in state:
+    batched = callable(getattr(inner, "set_rng_states", None))
+    if ("sub_envs" in state) != batched:
+        # Saved from a batched VecEnv and loaded into SB3's Dummy/SubprocVecEnv (or the reverse): the per-sub-env
+        # RNGs live in different places and cannot be transferred.
+        warnings.warn(
+            f"The checkpoint holds the sub-env RNG states of a {'batched' if 'sub_envs' in state else 'Dummy/Subproc'} "
+            f"VecEnv, which cannot be restored into {type(inner).__name__}: training resumes, but not bit for bit"
+        )
+        return
+    if batched:
         inner.set_rng_states(state["sub_envs"])  # type: ignore[attr-defined]
         return
     for i, (np_state, task_state) in enumerate(zip(state["np_random"], state["task_rng"])):

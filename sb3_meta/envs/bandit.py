@@ -101,11 +101,13 @@ class BanditTasks(TaskEnv[BanditTask]):
         if self._task is None:
             raise RuntimeError("BanditTasks: call reset() before step()")
         arm = np.asarray(action)
-        if arm.size != 1 or not np.issubdtype(arm.dtype, np.integer) and not float(arm.reshape(())).is_integer():
+        integral = arm.size == 1 and (
+            np.issubdtype(arm.dtype, np.integer)
+            or (np.issubdtype(arm.dtype, np.floating) and float(arm.reshape(())).is_integer())
+        )
+        if not integral or not 0 <= int(arm.reshape(())) < self.n_arms:
             raise ValueError(f"Expected one integer arm in [0, {self.n_arms}), got {action!r}")
         arm = int(arm.reshape(()))
-        if not 0 <= arm < self.n_arms:
-            raise ValueError(f"Expected one integer arm in [0, {self.n_arms}), got {action!r}")
         mean = float(self._means[arm])
         if self.reward == "bernoulli":
             reward = float(self.np_random.random() < mean)

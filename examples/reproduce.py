@@ -1,0 +1,795 @@
+"""Reproduce the experiments of the project paper (and Figs. 4-5 of the MAML paper): CSV tables and PNG plots.
+
+    python examples/reproduce.py pointmass [--seeds 0 1 2] [--start origin|random] [--budget small|paper]
+    python examples/reproduce.py ant [--envs antvel antdir] [--budget small|paper]
+    python examples/reproduce.py timing [--env antvel] [--iterations 10]
+    python examples/reproduce.py ablation [--fast-batch-sizes 5 10 20 40] [--meta-batch-sizes 5 10 20 40]
+    python examples/reproduce.py report [--reference ../shared/reference/maml2017_fig5.csv]
+    python examples/reproduce.py all          # pointmass, ablation, timing, ant, then report
+
+Every run (method x env x seed) is written under ``--out`` (default ``results/``) as soon as it finishes:
+``runs/<env>/<method>_seed<k>.csv`` (return of every held-out task after 0..3 adaptation steps), ``.zip`` (the
+model) and ``.json`` (configuration, wall-clock, env steps, per-iteration times), and skipped when its CSV is
+already there, so the set builds up over several sittings (use another ``--out`` for another budget).
+
+Methods: ``maml``, ``fomaml``, ``reptile`` (meta-trained for a number of meta-iterations with the defaults of
+``sb3_meta/hyperparams/<method>.yml`` and the budget's batch sizes), ``pretrained`` (SB3 TRPO, or PPO with
+``--baseline-algo ppo``, on the task mixture for MAML's nominal env-step budget: iterations x meta_batch_size x
+fast_batch_size x horizon x 2), ``random`` (the same policy, untrained) and ``oracle`` (TRPO/PPO with the task in
+the observation, same budget, evaluated without adaptation). All are evaluated on the same ``--n-test-tasks`` (40)
+held-out tasks, drawn once with ``--eval-seed``, with ``--test-episodes`` (20) episodes per task and step; the
+pretrained and random policies adapt with the meta-learners' VPG step (step size ``--baseline-adapt-lr``, 0.1).
+
+Budgets (``--budget``; ``--iterations``, ``--meta-batch-size`` and ``--fast-batch-size`` override them):
+
+==========  ====================================  =========================================================
+experiment  small (default)                       paper
+==========  ====================================  =========================================================
+pointmass   50 iterations, 20 tasks x 10 episodes  100 iterations, 20 tasks x 20 episodes (MAML, 2D nav.)
+ant         50 iterations, 20 tasks x 10 episodes  500 iterations, 40 tasks x 20 episodes (MAML, Sec. 5.3)
+timing      10 iterations, 20 tasks x 10 episodes  10 iterations, 40 tasks x 20 episodes
+ablation    50 iterations; fast_batch_size in 5 10 20 40 (20 tasks), meta_batch_size in 5 10 20 40 (20 episodes)
+==========  ====================================  =========================================================
+
+Measured on the 2-core development machine (shared, so expect +-50%), one meta-iteration takes: PointMass
+20 x 20 episodes: FOMAML ~6 s, MAML ~35 s, Reptile (3 inner steps) ~3 s; AntVel 20 x 10 episodes: FOMAML ~35 s.
+So the small ant budget is ~30 min per meta-learner, seed and env; the paper's 500 iterations of 40 x 20 is
+~4x more per iteration and 10x more iterations (a GPU or many cores).
+
+``report`` aggregates whatever runs are present into ``summary.csv``, ``summary.md`` (tables, FOMAML vs MAML:
+"as well as" when the difference of the mean returns is within two standard errors, over tasks x seeds) and PNGs
+that overlay the MAML paper's numbers (maml, pretrain, random, oracle) read from ``--reference``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train.py: env names and the YAML defaults
+
+from train import ALGOS, NON_ALGO_KEYS, load_hyperparams, make_env
+
+from sb3_meta.common.baselines import BASELINE_POLICY_KWARGS, make_random, train_oracle, train_pretrained
+from sb3_meta.common.callbacks import StopTrainingOnIterations
+from sb3_meta.common.evaluation import evaluate_adaptation, sample_eval_tasks
+from sb3_meta.envs import make_oracle_env
+
+REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+DEFAULT_REFERENCE = os.path.join(REPO_ROOT, "..", "shared", "reference", "maml2017_fig5.csv")
+
+META_METHODS = ("maml", "fomaml", "reptile")
+BASELINES = ("pretrained", "random", "oracle")
+METHODS = (*META_METHODS, *BASELINES)
+BUDGETS: dict[str, dict[str, dict[str, int]]] = {
+    "pointmass": {
+        "small": dict(iterations=50, meta_batch_size=20, fast_batch_size=10),
+        "paper": dict(iterations=100, meta_batch_size=20, fast_batch_size=20),
+    },
+    "ant": {
+        "small": dict(iterations=50, meta_batch_size=20, fast_batch_size=10),
+        "paper": dict(iterations=500, meta_batch_size=40, fast_batch_size=20),
+    },
+    "timing": {
+        "small": dict(iterations=10, meta_batch_size=20, fast_batch_size=10),
+        "paper": dict(iterations=10, meta_batch_size=40, fast_batch_size=20),
+    },
+    "ablation": {
+        "small": dict(iterations=50, meta_batch_size=20, fast_batch_size=20),
+        "paper": dict(iterations=100, meta_batch_size=20, fast_batch_size=20),
+    },
+}
+#: Our env names -> env name in the MAML reference table.
+REFERENCE_ENVS = {"pointmass-origin": "PointMass2D", "pointmass-random": "PointMass2D", "antvel": "AntVel", "antdir": "AntDir"}
+#: Our method names -> method name in the MAML reference table.
+REFERENCE_METHODS = {"maml": "maml", "pretrained": "pretrain", "random": "random", "oracle": "oracle"}
+ENV_TITLES = {
+    "pointmass-origin": "PointMass (start at the origin)",
+    "pointmass-random": "PointMass (random start)",
+    "antvel": "Ant goal velocity",
+    "antdir": "Ant goal direction",
+}
+#: Where our envs differ from those behind the MAML paper's numbers.
+ENV_NOTES = {
+    "pointmass-origin": "Same task distribution as MAML's 2D navigation (start at the origin, goals in [-0.5, 0.5]^2, "
+    "horizon 100): the paper's numbers are directly comparable.",
+    "pointmass-random": "Random start (this project's paper); MAML's point mass started at the origin, so its numbers "
+    "are only a reference for the shape of the curves.",
+    "antvel": "Ant-v5 MuJoCo model and time step (gymnasium, dt = 0.05 s) instead of rllab's Ant; goal velocities in "
+    "[0, 2] here vs [0, 3] in MAML; compare shapes and ratios, not absolute returns.",
+    "antdir": "Ant-v5 MuJoCo model and time step (gymnasium, dt = 0.05 s) instead of rllab's Ant; compare shapes and "
+    "ratios, not absolute returns.",
+}
+COLORS = {"maml": "C0", "fomaml": "C1", "reptile": "C2", "pretrained": "C3", "random": "C7", "oracle": "C4"}
+
+
+# --- configuration --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that defines the runs of one experiment (recorded in each run's JSON)."""
+
+    iterations: int
+    meta_batch_size: int
+    fast_batch_size: int
+    n_test_tasks: int
+    test_steps: int
+    test_episodes: int
+    eval_seed: int
+    baseline_algo: str
+    baseline_adapt_lr: float
+    max_episode_steps: int | None = None
+    hidden_size: int | None = None
+    baseline_n_envs: int | None = None
+    device: str = "cpu"
+
+
+def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
+    budget = dict(BUDGETS[experiment][args.budget])
+    for key in ("iterations", "meta_batch_size", "fast_batch_size"):
+        if getattr(args, key, None) is not None:
+            budget[key] = getattr(args, key)
+    return RunConfig(
+        **budget,
+        n_test_tasks=args.n_test_tasks,
+        test_steps=args.test_steps,
+        test_episodes=args.test_episodes,
+        eval_seed=args.eval_seed,
+        baseline_algo=args.baseline_algo,
+        baseline_adapt_lr=args.baseline_adapt_lr,
+        max_episode_steps=args.max_episode_steps,
+        hidden_size=args.hidden_size,
+        baseline_n_envs=args.baseline_n_envs,
+        device=args.device,
+    )
+
+
+def env_kwargs(env_name: str, cfg: RunConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if env_name.startswith("pointmass"):
+        kwargs["start"] = env_name.split("-", 1)[1]
+    if cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = cfg.max_episode_steps
+    return kwargs
+
+
+def build_env(env_name: str, cfg: RunConfig) -> Any:
+    return make_env("pointmass" if env_name.startswith("pointmass") else env_name, env_kwargs(env_name, cfg))
+
+
+def horizon_of(env: Any) -> int:
+    return int(env.unwrapped.max_episode_steps)
+
+
+# --- one run ----------------------------------------------------------------------------------------------------
+def run_paths(out: str, group: str, name: str) -> dict[str, str]:
+    folder = os.path.join(out, "runs", group)
+    return {ext: os.path.join(folder, f"{name}.{ext}") for ext in ("csv", "zip", "json")}
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _already_done(paths: dict[str, str], cfg_dict: dict[str, Any], label: str) -> bool:
+    if not os.path.exists(paths["csv"]):
+        return False
+    note = ""
+    if os.path.exists(paths["json"]):
+        with open(paths["json"]) as f:
+            saved = json.load(f).get("config", {})
+        changed = {k: (saved.get(k), v) for k, v in cfg_dict.items() if k in saved and saved.get(k) != v}
+        if changed:
+            note = f" (made with a different configuration: {changed}; use another --out to rerun)"
+    print(f"[{label}] skip: {paths['csv']} exists{note}")
+    return True
+
+
+def meta_model(method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, **overrides: Any) -> Any:
+    """A meta-learner with the YAML defaults of ``env_name``, the budget's batch sizes and ``overrides``."""
+    hyperparams = load_hyperparams(method, "pointmass" if env_name.startswith("pointmass") else env_name)
+    kwargs = {k: v for k, v in hyperparams.items() if k not in NON_ALGO_KEYS}
+    kwargs.update(meta_batch_size=cfg.meta_batch_size, fast_batch_size=cfg.fast_batch_size, **overrides)
+    if cfg.hidden_size is not None:
+        kwargs["policy_kwargs"] = dict(net_arch=dict(pi=[cfg.hidden_size] * 2, vf=[]))
+    return ALGOS[method]("MlpPolicy", env, seed=seed, device=cfg.device, **kwargs)
+
+
+def train_meta(model: Any, cfg: RunConfig, horizon: int) -> int:
+    """Meta-train for exactly ``cfg.iterations`` meta-iterations; return the env steps they sampled."""
+    passes = model.n_inner_steps + int(model._needs_post_adaptation_batch)
+    nominal = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * passes
+    stop = StopTrainingOnIterations(cfg.iterations)
+    model.learn(nominal, callback=stop)  # ends at the budget, or at the iteration count when episodes end early
+    return int(stop.timesteps_at_stop or model.num_timesteps)
+
+
+def baseline_budget(cfg: RunConfig, horizon: int) -> int:
+    """MAML's nominal env steps: iterations x meta_batch_size x fast_batch_size x horizon x 2 (pre/post episodes)."""
+    return cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * 2
+
+
+def run_one(
+    out: str, experiment: str, group: str, env_name: str, method: str, seed: int, cfg: RunConfig, **meta_overrides: Any
+) -> None:
+    """Train ``method`` on ``env_name`` with ``seed``, evaluate it on the held-out tasks, write its files.
+
+    :param experiment: experiment name recorded in the CSV (``pointmass``, ``ant``, ``ablation``)
+    :param group: sub-folder of ``runs/``
+    :param meta_overrides: batch sizes that differ from ``cfg`` (ablation)
+    """
+    short = {"fast_batch_size": "fb", "meta_batch_size": "mb"}
+    suffix = "".join(f"_{short.get(k, k)}{v}" for k, v in meta_overrides.items())
+    name = f"{method}{suffix}_seed{seed}"
+    paths = run_paths(out, group, name)
+    label = f"{group}/{name}"
+    cfg_dict = {**dataclasses.asdict(cfg), **meta_overrides}
+    if _already_done(paths, cfg_dict, label):
+        return
+    os.makedirs(os.path.dirname(paths["csv"]), exist_ok=True)
+    run_cfg = dataclasses.replace(cfg, **meta_overrides)
+    env = build_env(env_name, run_cfg)
+    horizon = horizon_of(env)
+    info: dict[str, Any] = {}
+    start = time.perf_counter()
+    baseline_kwargs = dict(
+        algo=run_cfg.baseline_algo,
+        seed=seed,
+        n_envs=run_cfg.baseline_n_envs or run_cfg.meta_batch_size * run_cfg.fast_batch_size,
+        device=run_cfg.device,
+        policy_kwargs=(
+            dict(net_arch=dict(pi=[run_cfg.hidden_size] * 2, vf=[run_cfg.hidden_size] * 2))
+            if run_cfg.hidden_size is not None
+            else BASELINE_POLICY_KWARGS
+        ),
+    )
+    if method in META_METHODS:
+        model = meta_model(method, env, env_name, seed, run_cfg)
+        env_steps = train_meta(model, run_cfg, horizon)
+        info["iteration_times"] = model.iteration_times
+    elif method == "pretrained":
+        model = train_pretrained(env, baseline_budget(run_cfg, horizon), **baseline_kwargs)  # type: ignore[arg-type]
+        env_steps = model.num_timesteps
+    elif method == "oracle":
+        model = train_oracle(env, baseline_budget(run_cfg, horizon), **baseline_kwargs)  # type: ignore[arg-type]
+        env_steps = model.num_timesteps
+    elif method == "random":
+        baseline_kwargs.pop("n_envs")
+        model = make_random(env, **baseline_kwargs)  # type: ignore[arg-type]
+        env_steps = 0
+    else:
+        raise ValueError(f"Unknown method {method!r}")
+    train_s = time.perf_counter() - start
+    model.save(paths["zip"])
+
+    start = time.perf_counter()
+    eval_env = build_env(env_name, run_cfg)
+    tasks = sample_eval_tasks(eval_env, run_cfg.n_test_tasks, seed=run_cfg.eval_seed)
+    result = evaluate_adaptation(
+        model,
+        make_oracle_env(eval_env) if method == "oracle" else eval_env,
+        tasks=tasks,
+        n_steps=0 if method == "oracle" else run_cfg.test_steps,
+        n_episodes=run_cfg.test_episodes,
+        seed=seed,
+        adapt_lr=None if method in META_METHODS else run_cfg.baseline_adapt_lr,
+    )
+    eval_s = time.perf_counter() - start
+    _write_json(
+        paths["json"],
+        {"config": cfg_dict, "env": env_name, "method": method, "seed": seed, "train_s": train_s, "eval_s": eval_s}
+        | {"env_steps": env_steps, **info},
+    )
+    extra = dict(experiment=experiment, env=env_name, method=method, seed=seed)
+    extra.update(meta_batch_size=run_cfg.meta_batch_size, fast_batch_size=run_cfg.fast_batch_size)
+    result.to_csv(paths["csv"] + ".tmp", **extra)
+    os.replace(paths["csv"] + ".tmp", paths["csv"])  # the CSV marks the run as done
+    means = " ".join(f"{m:.2f}" for m in result.mean)
+    print(
+        f"[{label}] train {train_s:.1f} s, eval {eval_s:.1f} s, {env_steps:,} env steps; "
+        f"mean return after 0..{result.n_steps} steps: {means}"
+    )
+
+
+# --- experiments ----------------------------------------------------------------------------------------------
+def check_methods(methods: Iterable[str]) -> list[str]:
+    methods = list(methods)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"Unknown methods {unknown}; choose among {list(METHODS)}")
+    return methods
+
+
+def experiment_pointmass(args: argparse.Namespace) -> None:
+    cfg = make_config(args, "pointmass")
+    env_name = f"pointmass-{args.start}"
+    methods = check_methods(args.methods)
+    print(f"pointmass ({env_name}): {cfg}")
+    start = time.perf_counter()
+    for seed in args.seeds:
+        for method in methods:
+            run_one(args.out, "pointmass", env_name, env_name, method, seed, cfg)
+    print(f"pointmass done in {time.perf_counter() - start:.1f} s")
+
+
+def experiment_ant(args: argparse.Namespace) -> None:
+    cfg = make_config(args, "ant")
+    methods = check_methods(args.methods)
+    print(f"ant ({', '.join(args.envs)}): {cfg}")
+    start = time.perf_counter()
+    for env_name in args.envs:
+        for seed in args.seeds:
+            for method in methods:
+                run_one(args.out, "ant", env_name, env_name, method, seed, cfg)
+    print(f"ant done in {time.perf_counter() - start:.1f} s")
+
+
+def experiment_timing(args: argparse.Namespace) -> None:
+    """Seconds per meta-iteration (sampling / inner / meta-step) of FOMAML and MAML on the same env and batches."""
+    cfg = make_config(args, "timing")
+    print(f"timing ({args.env}): {cfg}")
+    start = time.perf_counter()
+    for seed in args.seeds:
+        for method in ("fomaml", "maml"):
+            paths = run_paths(args.out, os.path.join("timing", args.env), f"{method}_seed{seed}")
+            label = f"timing/{args.env}/{method}_seed{seed}"
+            if _already_done(paths, dataclasses.asdict(cfg), label):
+                continue
+            os.makedirs(os.path.dirname(paths["csv"]), exist_ok=True)
+            env = build_env(args.env, cfg)
+            model = meta_model(method, env, args.env, seed, cfg)
+            t0 = time.perf_counter()
+            env_steps = train_meta(model, cfg, horizon_of(env))
+            train_s = time.perf_counter() - t0
+            _write_json(paths["json"], {"config": dataclasses.asdict(cfg), "train_s": train_s, "env_steps": env_steps})
+            keys = ("sampling_s", "inner_s", "meta_step_s", "iteration_s")
+            with open(paths["csv"] + ".tmp", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["env", "method", "seed", "iteration", *keys])
+                for i, times in enumerate(model.iteration_times):
+                    writer.writerow([args.env, method, seed, i, *(times[k] for k in keys)])
+            os.replace(paths["csv"] + ".tmp", paths["csv"])
+            meta_steps = [t["meta_step_s"] for t in model.iteration_times]
+            print(
+                f"[{label}] {train_s:.1f} s for {len(meta_steps)} iterations; median meta-step {np.median(meta_steps):.3f} s"
+            )
+    print(f"timing done in {time.perf_counter() - start:.1f} s")
+
+
+def experiment_ablation(args: argparse.Namespace) -> None:
+    """FOMAML's post-adaptation return vs fast_batch_size (meta_batch_size fixed) and vs meta_batch_size."""
+    cfg = make_config(args, "ablation")
+    env_name = f"pointmass-{args.start}"
+    configs = [(fb, cfg.meta_batch_size) for fb in args.fast_batch_sizes]
+    configs += [(cfg.fast_batch_size, mb) for mb in args.meta_batch_sizes if (cfg.fast_batch_size, mb) not in configs]
+    print(f"ablation ({env_name}): (fast_batch_size, meta_batch_size) in {configs}; {cfg}")
+    start = time.perf_counter()
+    for seed in args.seeds:
+        for fast, meta in configs:
+            overrides = dict(fast_batch_size=fast, meta_batch_size=meta)
+            run_one(args.out, "ablation", os.path.join("ablation", env_name), env_name, "fomaml", seed, cfg, **overrides)
+    print(f"ablation done in {time.perf_counter() - start:.1f} s")
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+def read_csv(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def find_files(folder: str, suffix: str) -> list[str]:
+    found = []
+    for root, _, files in os.walk(folder):
+        found += [os.path.join(root, name) for name in files if name.endswith(suffix)]
+    return sorted(found)
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    x = np.asarray(values, dtype=np.float64)
+    std = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+    return {"n": len(x), "mean_return": float(x.mean()), "std": std, "stderr": std / math.sqrt(len(x))}
+
+
+def load_reference(path: str) -> dict[tuple[str, str, int], dict[str, float]]:
+    if not os.path.exists(path):
+        print(f"report: no reference table at {path}: plots without the MAML paper's numbers")
+        return {}
+    return {
+        (row["env"], row["method"], int(row["grad_steps"])): {
+            "mean": float(row["mean_return"]),
+            "stderr": float(row["stderr"]),
+        }
+        for row in read_csv(path)
+    }
+
+
+def aggregate(out: str, reference: dict[tuple[str, str, int], dict[str, float]]) -> list[dict[str, Any]]:
+    """One row per (experiment, env, method, batch sizes, grad steps): mean and standard error over tasks x seeds."""
+    groups: dict[tuple, dict[str, Any]] = collections.defaultdict(lambda: {"values": [], "seeds": set(), "tasks": set()})
+    for path in find_files(os.path.join(out, "runs"), ".csv"):
+        if os.sep + "timing" + os.sep in path:
+            continue
+        for row in read_csv(path):
+            key = (
+                row["experiment"],
+                row["env"],
+                row["method"],
+                int(row["fast_batch_size"]),
+                int(row["meta_batch_size"]),
+                int(row["grad_steps"]),
+            )
+            groups[key]["values"].append(float(row["return"]))
+            groups[key]["seeds"].add(row["seed"])
+            groups[key]["tasks"].add(row["task_index"])
+    rows = []
+    for key in sorted(groups):
+        experiment, env, method, fast, meta, steps = key
+        group = groups[key]
+        paper = reference.get((REFERENCE_ENVS.get(env, ""), REFERENCE_METHODS.get(method, ""), steps), {})
+        rows.append(
+            {
+                "experiment": experiment,
+                "env": env,
+                "method": method,
+                "fast_batch_size": fast,
+                "meta_batch_size": meta,
+                "grad_steps": steps,
+                "n_seeds": len(group["seeds"]),
+                "n_tasks": len(group["tasks"]),
+                **stats(group["values"]),
+                "paper_mean_return": paper.get("mean", ""),
+                "paper_stderr": paper.get("stderr", ""),
+            }
+        )
+    return rows
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Difference a - b of two mean returns, its standard error, and the verdict at two standard errors."""
+    diff = a["mean_return"] - b["mean_return"]
+    se = math.sqrt(a["stderr"] ** 2 + b["stderr"] ** 2)
+    verdict = "as well as" if abs(diff) <= 2 * se else ("better than" if diff > 0 else "worse than")
+    return {"difference": diff, "se": se, "verdict": verdict}
+
+
+def _fmt(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return ""
+    stderr = "" if math.isnan(row["stderr"]) else f" ± {row['stderr']:.2f}"
+    return f"{row['mean_return']:.2f}{stderr}"
+
+
+def steps_label(k: int) -> str:
+    return f"{k} step" if k == 1 else f"{k} steps"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def main_rows(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
+    """Rows of the main experiments (pointmass, ant) by env, then (method, grad steps)."""
+    by_env: dict[str, dict[tuple[str, int], dict[str, Any]]] = collections.defaultdict(dict)
+    for row in rows:
+        if row["experiment"] != "ablation":
+            by_env[row["env"]][(row["method"], row["grad_steps"])] = row
+    return by_env
+
+
+def timing_rows(out: str) -> list[dict[str, Any]]:
+    runs: dict[tuple[str, str], list[dict[str, str]]] = collections.defaultdict(list)
+    for path in find_files(os.path.join(out, "runs", "timing"), ".csv"):
+        rows = read_csv(path)
+        for row in rows[1:] if len(rows) > 1 else rows:  # the first iteration includes one-off warm-up costs
+            runs[(row["env"], row["method"])].append(row)
+    return [{"env": env, "method": method, "rows": r} for (env, method), r in sorted(runs.items())]
+
+
+def report(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = args.out
+    reference = load_reference(args.reference)
+    rows = aggregate(out, reference)
+    timings = timing_rows(out)
+    if not rows and not timings:
+        raise SystemExit(f"report: no runs under {os.path.join(out, 'runs')}")
+    os.makedirs(out, exist_ok=True)
+    if rows:
+        with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    md = [
+        "# Results",
+        "",
+        f"Made by `examples/reproduce.py report` from the runs under `{os.path.join(out, 'runs')}`. Returns: mean over "
+        "held-out tasks x seeds ± standard error (std / sqrt(tasks x seeds)); MAML paper: Finn et al. (2017), Fig. 5, "
+        "mean ± standard error over 40 tasks.",
+        "",
+    ]
+    by_env = main_rows(rows)
+    figures = []
+    for env, table in sorted(by_env.items()):
+        methods = [m for m in METHODS if any(k[0] == m for k in table)]
+        max_steps = max(k[1] for k in table)
+        ref_env = REFERENCE_ENVS.get(env, "")
+        md += [f"## {ENV_TITLES.get(env, env)}: return after k adaptation steps", ""]
+        header = ["method", "seeds", *[steps_label(k) for k in range(max_steps + 1)]]
+        lines = []
+        for method in methods:
+            seeds = max(r["n_seeds"] for k, r in table.items() if k[0] == method)
+            lines.append([method, seeds, *[_fmt(table.get((method, k))) for k in range(max_steps + 1)]])
+        for ref_method in REFERENCE_METHODS.values():
+            ref = [reference.get((ref_env, ref_method, k)) for k in range(max_steps + 1)]
+            if any(ref):
+                cells = [f"{r['mean']:.2f} ± {r['stderr']:.2f}" if r else "" for r in ref]
+                lines.append([f"MAML paper: {ref_method}", "", *cells])
+        md += markdown_table(header, lines)
+        if env in ENV_NOTES:
+            md += [f"Note: {ENV_NOTES[env]}", ""]
+        figures.append(plot_env(plt, out, env, table, methods, reference))
+
+    comparisons = []
+    for env, table in sorted(by_env.items()):
+        for (method, steps), row in sorted(table.items()):
+            other = table.get(("maml", steps))
+            if method == "fomaml" and other is not None:
+                c = compare(row, other)
+                comparisons.append(
+                    [
+                        env,
+                        steps,
+                        _fmt(row),
+                        _fmt(other),
+                        f"{c['difference']:+.2f}",
+                        f"{2 * c['se']:.2f}",
+                        f"FOMAML {c['verdict']} MAML",
+                    ]
+                )
+    if comparisons:
+        md += [
+            "## FOMAML vs MAML",
+            "",
+            '"as well as": |mean(FOMAML) - mean(MAML)| <= 2 SE, SE = sqrt(SE_FOMAML^2 + SE_MAML^2), each SE over '
+            "tasks x seeds.",
+            "",
+        ]
+        md += markdown_table(["env", "grad steps", "FOMAML", "MAML", "difference", "2 SE", "verdict"], comparisons)
+
+    if timings:
+        md += ["## Meta-iteration time (seconds; first iteration of each run dropped as warm-up)", ""]
+        lines = []
+        medians: dict[tuple[str, str], float] = {}
+        for t in timings:
+            meta = np.array([float(r["meta_step_s"]) for r in t["rows"]])
+            it = np.array([float(r["iteration_s"]) for r in t["rows"]])
+            medians[(t["env"], t["method"])] = float(np.median(meta))
+            q1, q3 = np.percentile(meta, [25, 75])
+            lines.append(
+                [t["env"], t["method"], len(meta), f"{np.median(meta):.3f}", f"{q1:.3f}-{q3:.3f}", f"{np.median(it):.3f}"]
+            )
+        md += markdown_table(["env", "method", "iterations", "median meta-step", "IQR meta-step", "median iteration"], lines)
+        for env in sorted({t["env"] for t in timings}):
+            if (env, "maml") in medians and (env, "fomaml") in medians and medians[(env, "fomaml")] > 0:
+                ratio = medians[(env, "maml")] / medians[(env, "fomaml")]
+                md += [f"{env}: median meta-step MAML / FOMAML = {ratio:.2f}", ""]
+        figures.append(plot_timing(plt, out, timings))
+
+    ablation = [r for r in rows if r["experiment"] == "ablation"]
+    if ablation:
+        max_steps = max(r["grad_steps"] for r in ablation)
+        md += ["## Ablation: FOMAML on the point mass vs batch sizes", ""]
+        cells: dict[tuple[str, int, int], dict[int, dict[str, Any]]] = collections.defaultdict(dict)
+        for r in ablation:
+            cells[(r["env"], r["fast_batch_size"], r["meta_batch_size"])][r["grad_steps"]] = r
+        lines = [
+            [
+                env,
+                fast,
+                meta,
+                max(r["n_seeds"] for r in by_step.values()),
+                *[_fmt(by_step.get(k)) for k in range(max_steps + 1)],
+            ]
+            for (env, fast, meta), by_step in sorted(cells.items())
+        ]
+        md += markdown_table(
+            ["env", "fast_batch_size", "meta_batch_size", "seeds", *[steps_label(k) for k in range(max_steps + 1)]], lines
+        )
+        figures.append(plot_ablation(plt, out, ablation))
+
+    wall = wall_clock_rows(out)
+    if wall:
+        md += ["## Wall-clock per run (this machine)", ""]
+        md += markdown_table(["run group", "method", "runs", "mean train s", "mean eval s", "mean env steps"], wall)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(md))
+    print(f"report: wrote {os.path.join(out, 'summary.csv')}, {os.path.join(out, 'summary.md')} and {', '.join(figures)}")
+
+
+def wall_clock_rows(out: str) -> list[list[Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
+    runs = os.path.join(out, "runs")
+    for path in find_files(runs, ".json"):
+        with open(path) as f:
+            data = json.load(f)
+        group = os.path.relpath(os.path.dirname(path), runs)
+        method = data.get("method") or os.path.basename(path).split("_seed")[0]
+        groups[(group, method)].append(data)
+    return [
+        [
+            group,
+            method,
+            len(items),
+            f"{np.mean([d.get('train_s', 0.0) for d in items]):.1f}",
+            f"{np.mean([d.get('eval_s', 0.0) for d in items]):.1f}",
+            f"{np.mean([d.get('env_steps', 0) for d in items]):,.0f}",
+        ]
+        for (group, method), items in sorted(groups.items())
+    ]
+
+
+def plot_env(plt: Any, out: str, env: str, table: dict, methods: list[str], reference: dict) -> str:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ref_env = REFERENCE_ENVS.get(env, "")
+    for method in methods:
+        steps = sorted(k for m, k in table if m == method)
+        mean = [table[(method, k)]["mean_return"] for k in steps]
+        err = [0.0 if math.isnan(table[(method, k)]["stderr"]) else table[(method, k)]["stderr"] for k in steps]
+        color = COLORS.get(method)
+        if method == "oracle":
+            ax.axhline(mean[0], color=color, label=f"{method} (here)")
+        else:
+            ax.errorbar(steps, mean, yerr=err, marker="o", capsize=3, color=color, label=f"{method} (here)")
+        ref_method = REFERENCE_METHODS.get(method)
+        ref = sorted((k, v["mean"]) for (e, m, k), v in reference.items() if e == ref_env and m == ref_method)
+        if ref:
+            if method == "oracle":
+                ax.axhline(ref[0][1], color=color, linestyle="--", label=f"{ref_method} (MAML paper)")
+            else:
+                ax.plot([k for k, _ in ref], [v for _, v in ref], "x--", color=color, label=f"{ref_method} (MAML paper)")
+    ax.set_xlabel("number of gradient steps")
+    ax.set_ylabel("average return")
+    ax.set_title(ENV_TITLES.get(env, env))
+    ax.legend(fontsize=8)
+    if env in ENV_NOTES:
+        fig.text(0.01, 0.01, "Note: " + ENV_NOTES[env], fontsize=7, wrap=True, va="bottom")
+        fig.subplots_adjust(bottom=0.2)
+    path = os.path.join(out, f"{env}.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_timing(plt: Any, out: str, timings: list[dict[str, Any]]) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    labels = [f"{t['env']}\n{t['method']}" for t in timings]
+    for ax, key, title in zip(axes, ("meta_step_s", "iteration_s"), ("meta-step (outer update)", "whole meta-iteration")):
+        ax.boxplot([[float(r[key]) for r in t["rows"]] for t in timings])
+        ax.set_xticks(range(1, len(labels) + 1), labels)
+        ax.set_ylabel("seconds")
+        ax.set_title(title)
+    fig.tight_layout()
+    path = os.path.join(out, "timing.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_ablation(plt: Any, out: str, ablation: list[dict[str, Any]]) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fixed_meta = collections.Counter(r["meta_batch_size"] for r in ablation).most_common(1)[0][0]
+    fixed_fast = collections.Counter(r["fast_batch_size"] for r in ablation).most_common(1)[0][0]
+    steps = sorted({r["grad_steps"] for r in ablation})
+    for ax, vary, fixed_key, fixed in (
+        (axes[0], "fast_batch_size", "meta_batch_size", fixed_meta),
+        (axes[1], "meta_batch_size", "fast_batch_size", fixed_fast),
+    ):
+        for k in steps:
+            sel = sorted((r for r in ablation if r[fixed_key] == fixed and r["grad_steps"] == k), key=lambda r: r[vary])
+            if sel:
+                err = [0.0 if math.isnan(r["stderr"]) else r["stderr"] for r in sel]
+                ax.errorbar(
+                    [r[vary] for r in sel],
+                    [r["mean_return"] for r in sel],
+                    yerr=err,
+                    marker="o",
+                    capsize=3,
+                    label=steps_label(k),
+                )
+        ax.set_xscale("log", base=2)
+        values = sorted({r[vary] for r in ablation if r[fixed_key] == fixed})
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.minorticks_off()
+        ax.set_xlabel(f"{vary} ({fixed_key} = {fixed})")
+        ax.set_title(f"FOMAML return vs {vary}")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("average return")
+    fig.tight_layout()
+    path = os.path.join(out, "ablation.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", default="results", help="output folder (default: results)")
+    common.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    common.add_argument("--budget", choices=("small", "paper"), default="small", help="iterations and batch sizes")
+    common.add_argument("--iterations", type=int, default=None, help="meta-iterations (overrides the budget)")
+    common.add_argument("--meta-batch-size", type=int, default=None, help="tasks per meta-iteration (overrides the budget)")
+    common.add_argument("--fast-batch-size", type=int, default=None, help="episodes per task (overrides the budget)")
+    common.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of {list(METHODS)}")
+    common.add_argument("--n-test-tasks", type=int, default=40, help="held-out tasks")
+    common.add_argument("--test-steps", type=int, default=3, help="adaptation steps at test time")
+    common.add_argument("--test-episodes", type=int, default=20, help="episodes per held-out task and step")
+    common.add_argument("--eval-seed", type=int, default=2017, help="seed of the held-out tasks (the same for all runs)")
+    common.add_argument("--baseline-algo", choices=("trpo", "ppo"), default="trpo", help="pretrained/oracle/random")
+    common.add_argument("--baseline-adapt-lr", type=float, default=0.1, help="VPG step size of pretrained/random")
+    common.add_argument("--device", default="cpu")
+    common.add_argument("--start", choices=("origin", "random"), default="origin", help="point-mass start")
+    # Tiny budgets for the smoke tests
+    common.add_argument("--max-episode-steps", type=int, default=None, help=argparse.SUPPRESS)
+    common.add_argument("--hidden-size", type=int, default=None, help=argparse.SUPPRESS)
+    common.add_argument("--baseline-n-envs", type=int, default=None, help=argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="experiment", required=True)
+    sub.add_parser("pointmass", parents=[common], help="Fig. 6 / table: PointMass, all methods")
+    ant = sub.add_parser("ant", parents=[common], help="Figs. 4-5: AntVel and AntDir, all methods")
+    ant.add_argument("--envs", nargs="+", choices=("antvel", "antdir"), default=["antvel", "antdir"])
+    timing = sub.add_parser("timing", parents=[common], help="Fig. 3: meta-step time FOMAML vs MAML")
+    timing.add_argument("--env", default="antvel", help="env of the timing runs (antvel, antdir, pointmass-origin, ...)")
+    ablation = sub.add_parser("ablation", parents=[common], help="Figs. 1-2: FOMAML vs batch sizes on PointMass")
+    ablation.add_argument("--fast-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
+    ablation.add_argument("--meta-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
+    rep = sub.add_parser("report", parents=[common], help="summary.csv, summary.md and PNGs from the runs present")
+    rep.add_argument("--reference", default=DEFAULT_REFERENCE, help="MAML reference CSV (../shared/reference/... of the repo)")
+    everything = sub.add_parser("all", parents=[common], help="pointmass, ablation, timing, ant, then report")
+    everything.add_argument("--reference", default=DEFAULT_REFERENCE)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    if args.experiment == "all":  # every experiment with its defaults (and the options given)
+        experiment_pointmass(args)
+        experiment_ablation(
+            argparse.Namespace(**vars(args), fast_batch_sizes=[5, 10, 20, 40], meta_batch_sizes=[5, 10, 20, 40])
+        )
+        experiment_timing(argparse.Namespace(**vars(args), env="antvel"))
+        experiment_ant(argparse.Namespace(**vars(args), envs=["antvel", "antdir"]))
+        report(args)
+    else:
+        {
+            "pointmass": experiment_pointmass,
+            "ant": experiment_ant,
+            "timing": experiment_timing,
+            "ablation": experiment_ablation,
+            "report": report,
+        }[args.experiment](args)
+    print(f"{args.experiment}: {time.perf_counter() - start:.1f} s wall-clock")
+
+
+if __name__ == "__main__":
+    main()
