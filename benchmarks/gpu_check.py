@@ -32,7 +32,10 @@ def main() -> int:
         assert th.cuda.is_available(), "no CUDA device"
         print("device:", th.cuda.get_device_name(), "torch", th.__version__)
     ok = True
-    for env_fn, name, sizes in ((lambda: PointMassTasks(start="origin"), "PointMass", (10, 10)), (AntVelTasks, "AntVel", (4, 4))):
+    for env_fn, name, sizes in (
+        (lambda: PointMassTasks(start="origin"), "PointMass", (10, 10)),
+        (AntVelTasks, "AntVel", (4, 4)),
+    ):
         for cls in (FOMAML, MAML, Reptile):
             start = time.perf_counter()
             model = cls("MlpPolicy", env_fn(), meta_batch_size=sizes[0], fast_batch_size=sizes[1], seed=0, device=dev)
@@ -45,7 +48,9 @@ def main() -> int:
             buffer.seek(0)
             loaded = cls.load(buffer, device="cpu")
             obs = np.stack([env_fn().reset(seed=i)[0] for i in range(3)])
-            same = np.allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0], atol=1e-5)
+            same = np.allclose(
+                model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0], atol=1e-5
+            )
             adapted = model.adapt(env_fn().sample_tasks(1)[0], steps=1, seed=0)
             ok &= check(
                 f"{name} {cls.__name__} {dev}: 2 iterations, save/load to cpu, predict, adapt",
@@ -63,7 +68,9 @@ def main() -> int:
         for device in ("cpu", dev):
             policy = model.policy.to(device)
             objective = model.objective
-            inner = [{k: v.to(device).double() if v.is_floating_point() else v.to(device) for k, v in batches[0].flat().items()}]
+            inner = [
+                {k: v.to(device).double() if v.is_floating_point() else v.to(device) for k, v in batches[0].flat().items()}
+            ]
             outer = {k: v.to(device).double() if v.is_floating_point() else v.to(device) for k, v in batches[1].flat().items()}
             theta = {k: v.detach().clone().requires_grad_(True) for k, v in policy.actor_parameters().items()}
             adapted = objective.adapted_for_meta_gradient(theta, inner)

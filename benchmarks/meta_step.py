@@ -76,10 +76,15 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["FOMAML", "MAML"], choices=["FOMAML", "MAML"])
     args = parser.parse_args()
 
-    print(f"sb3_meta {sb3_meta.__version__}, torch {th.__version__} ({th.get_num_threads()} threads), {platform.processor()}, "
-          f"device {args.device}" + (f" ({th.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
-    print(f"meta_batch_size={args.meta_batch_size}, fast_batch_size={args.fast_batch_size}, {args.iterations} timed iterations")
-    header = f"{'env':10s} {'policy':13s} {'algo':7s} {'sampling_s':>22s} {'inner_s':>22s} {'meta_step_s':>22s} {'iteration_s':>22s}"
+    print(
+        f"sb3_meta {sb3_meta.__version__}, torch {th.__version__} ({th.get_num_threads()} threads), {platform.processor()}, "
+        f"device {args.device}" + (f" ({th.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+    )
+    print(
+        f"meta_batch_size={args.meta_batch_size}, fast_batch_size={args.fast_batch_size}, {args.iterations} timed iterations"
+    )
+    columns = "".join(f" {name:>22s}" for name in ("sampling_s", "inner_s", "meta_step_s", "iteration_s"))
+    header = f"{'env':10s} {'policy':13s} {'algo':7s}{columns}"
     print(header)
     print("-" * len(header))
     ratios = []

@@ -88,13 +88,13 @@ def main() -> None:
     print(f"{'computation':32s} {'vmap (s)':>10s} {'loop (s)':>10s} {'loop/vmap':>10s}")
     for order, first_order in (("first order", True), ("second order", False)):
         objective = MetaObjective(policy, inner_lr=0.1, first_order=first_order)
-        t_vmap = timed(lambda: meta_gradient(objective, inner, outer), args.repeats, device)
-        t_loop = timed(lambda: looped(meta_gradient, objective), args.repeats, device)
+        t_vmap = timed(lambda: meta_gradient(objective, inner, outer), args.repeats, device)  # noqa: B023
+        t_loop = timed(lambda: looped(meta_gradient, objective), args.repeats, device)  # noqa: B023
         print(f"{'meta-gradient, ' + order:32s} {t_vmap:10.4f} {t_loop:10.4f} {t_loop / t_vmap:10.2f}")
         hvp = hvp_setup(objective, inner, outer)
         hvps = [hvp_setup(objective, task(inner, i), task(outer, i)) for i in range(args.tasks)]
-        t_vmap = timed(lambda: hvp(v), args.repeats, device)
-        t_loop = timed(lambda: [h(v) for h in hvps], args.repeats, device)
+        t_vmap = timed(lambda: hvp(v), args.repeats, device)  # noqa: B023
+        t_loop = timed(lambda: [h(v) for h in hvps], args.repeats, device)  # noqa: B023
         print(f"{'KL HVP product, ' + order:32s} {t_vmap:10.4f} {t_loop:10.4f} {t_loop / t_vmap:10.2f}")
 
 

@@ -59,12 +59,16 @@ def main() -> None:
 
     maml = paper_numbers("maml")
     random_init = paper_numbers("random")
-    print(f"\nFOMAML on PointMass (origin start): {args.iterations} meta-iterations, {model.num_timesteps:,} env steps, "
-          f"{train_s / 60:.1f} min; {len(tasks)} held-out goals, 20 episodes per step")
+    print(
+        f"\nFOMAML on PointMass (origin start): {args.iterations} meta-iterations, {model.num_timesteps:,} env steps, "
+        f"{train_s / 60:.1f} min; {len(tasks)} held-out goals, 20 episodes per step"
+    )
     print(f"{'grad steps':>10s} {'FOMAML (here)':>18s} {'MAML paper':>11s} {'random init (paper)':>20s}")
     for k in range(4):
-        print(f"{k:>10d} {mean[k]:>10.2f} ± {stderr[k]:<5.2f} {maml.get(k, float('nan')):>11.2f} "
-              f"{random_init.get(k, float('nan')):>20.2f}")
+        print(
+            f"{k:>10d} {mean[k]:>10.2f} ± {stderr[k]:<5.2f} {maml.get(k, float('nan')):>11.2f} "
+            f"{random_init.get(k, float('nan')):>20.2f}"
+        )
     print(f"\nSaved the meta-trained model to {args.save}. One-task adaptation: model.adapt(task, steps=3)")
 
 

@@ -14,9 +14,9 @@ with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
 __all__ = [
-    "AdaptationResult",
     "FOMAML",
     "MAML",
+    "AdaptationResult",
     "MetaEvalCallback",
     "Reptile",
     "__version__",
