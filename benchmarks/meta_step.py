@@ -73,8 +73,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--algos", nargs="+", default=["FOMAML", "MAML"], choices=["FOMAML", "MAML"])
     args = parser.parse_args()
+    if args.threads:
+        th.set_num_threads(args.threads)
 
     print(
         f"sb3_meta {sb3_meta.__version__}, torch {th.__version__} ({th.get_num_threads()} threads), {platform.processor()}, "

@@ -294,6 +294,8 @@ class MetaAlgorithm(BaseAlgorithm):
             sampling_s += time.perf_counter() - t0
             if batch is None:
                 return None
+            # the parameters each task's episodes were sampled with: the inner-loop path θ_i^(s) reused by the outer step
+            batch.sampling_params = {k: v.detach() for k, v in (params if per_task else stack_params(params, len(tasks))).items()}
             batches.append(batch)
             if step == n_steps:
                 break

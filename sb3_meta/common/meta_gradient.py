@@ -103,11 +103,15 @@ class MetaObjective:
             shared = False
         return params, path
 
-    def adapted_for_meta_gradient(self, theta: Params, inner_batches: list[Batch]) -> Params:
-        """θ_i(θ) as the outer objective sees it: MAML keeps the graph, FOMAML uses θ + stop_grad(θ_i − θ)."""
+    def adapted_for_meta_gradient(self, theta: Params, inner_batches: list[Batch], adapted: Params | None = None) -> Params:
+        """θ_i(θ) as the outer objective sees it: MAML keeps the graph, FOMAML uses θ + stop_grad(θ_i − θ).
+
+        ``adapted``: θ_i already computed at this θ (FOMAML then needs no inner step at all).
+        """
         if not self.first_order:
             return self.adapt(theta, inner_batches, create_graph=True)[0]
-        adapted, _ = self.adapt(theta, inner_batches, create_graph=False)
+        if adapted is None:
+            adapted, _ = self.adapt(theta, inner_batches, create_graph=False)
         stacked = stack_params(theta, inner_batches[0]["obs"].shape[0])
         return {k: stacked[k] + (adapted[k] - stacked[k]).detach() for k in theta}
 

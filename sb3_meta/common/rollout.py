@@ -36,6 +36,8 @@ class TaskBatch:
     mask: th.Tensor
     tasks: list[Any]
     advantages: th.Tensor | None = None
+    #: per-task parameters (leading task dimension) the episodes were sampled with, when known
+    sampling_params: dict[str, th.Tensor] | None = None
 
     @property
     def n_tasks(self) -> int:

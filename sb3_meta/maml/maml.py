@@ -128,8 +128,10 @@ class MAML(MetaAlgorithm):
         theta = self.meta_parameters()
 
         # Meta-gradient g = ∇_θ mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â]; θ_i(θ) keeps the inner graph unless first order
+        # θ_i^(s): the inner-loop path computed while sampling (θ_i^(0) = θ); reused, not recomputed
+        path = [b.sampling_params for b in batches[:-1]]
         leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        adapted_theta = objective.adapted_for_meta_gradient(leaves, inner)
+        adapted_theta = objective.adapted_for_meta_gradient(leaves, inner, adapted=adapted)
         old_log_prob, old_dist = objective.old_policy(adapted_theta, outer)
         surrogate, _ = objective.outer_surrogate_and_kl(adapted_theta, outer, old_log_prob, old_dist)
         gradient = dict(zip(leaves, th.autograd.grad(surrogate, list(leaves.values()))))
@@ -138,8 +140,7 @@ class MAML(MetaAlgorithm):
 
         # KL Hessian H = mean_i J_iᵀ F_i J_i (J_i = I for FOMAML), then the TRPO step s = (H + λI)⁻¹ g, line search
         if self.hvp == "exact":
-            adapted_now, path = objective.adapt(theta, inner)
-            hvp = objective.kl_hvp(path, inner, adapted_now, outer, old_dist)
+            hvp = objective.kl_hvp(path, inner, adapted, outer, old_dist)
         else:
             hvp = objective.kl_hvp_finite_difference(theta, inner, outer, old_dist)
 
