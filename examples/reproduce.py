@@ -26,15 +26,19 @@ Budgets (``--budget``; ``--iterations``, ``--meta-batch-size`` and ``--fast-batc
 experiment  small (default)                       paper
 ==========  ====================================  =========================================================
 pointmass   50 iterations, 20 tasks x 10 episodes  100 iterations, 20 tasks x 20 episodes (MAML, 2D nav.)
-ant         50 iterations, 20 tasks x 10 episodes  500 iterations, 40 tasks x 20 episodes (MAML, Sec. 5.3)
+ant         30 iterations, 20 tasks x 10 episodes  500 iterations, 40 tasks x 20 episodes (MAML, Sec. 5.3)
 timing      10 iterations, 20 tasks x 10 episodes  10 iterations, 40 tasks x 20 episodes
 ablation    50 iterations; fast_batch_size in 5 10 20 40 (20 tasks), meta_batch_size in 5 10 20 40 (20 episodes)
 ==========  ====================================  =========================================================
 
-Measured on the 2-core development machine (shared, so expect +-50%), one meta-iteration takes: PointMass
-20 x 20 episodes: FOMAML ~6 s, MAML ~35 s, Reptile (3 inner steps) ~3 s; AntVel 20 x 10 episodes: FOMAML ~35 s.
-So the small ant budget is ~30 min per meta-learner, seed and env; the paper's 500 iterations of 40 x 20 is
-~4x more per iteration and 10x more iterations (a GPU or many cores).
+Wall-clock measured on the 2-core development machine (shared with other jobs, so expect +-50%):
+
+- PointMass, 20 tasks x 10 episodes: one meta-iteration of MAML ~50 s, FOMAML ~13 s, Reptile ~7 s; the TRPO
+  baselines ~20 s per update of 20,000 steps (so ~30 min each for the small budget's 2,000,000 steps); evaluating
+  one run on 40 tasks x 20 episodes x 3 steps ~23 s. The small pointmass experiment: ~2 h per seed.
+- AntVel, 20 tasks x 10 episodes: one meta-iteration of MAML ~87 s, FOMAML ~38 s; TRPO ~44 s per update of
+  40,000 steps; evaluating one run ~165 s. The small ant experiment: ~3.5 h per env and seed.
+- The paper budgets cost 2x (pointmass) to 4x (ant) more per iteration, for 2x to 17x more iterations.
 
 ``report`` aggregates whatever runs are present into ``summary.csv``, ``summary.md`` (tables, FOMAML vs MAML:
 "as well as" when the difference of the mean returns is within two standard errors, over tasks x seeds) and PNGs
@@ -78,7 +82,7 @@ BUDGETS: dict[str, dict[str, dict[str, int]]] = {
         "paper": dict(iterations=100, meta_batch_size=20, fast_batch_size=20),
     },
     "ant": {
-        "small": dict(iterations=50, meta_batch_size=20, fast_batch_size=10),
+        "small": dict(iterations=30, meta_batch_size=20, fast_batch_size=10),
         "paper": dict(iterations=500, meta_batch_size=40, fast_batch_size=20),
     },
     "timing": {
@@ -647,24 +651,30 @@ def wall_clock_rows(out: str) -> list[list[Any]]:
 
 
 def plot_env(plt: Any, out: str, env: str, table: dict, methods: list[str], reference: dict) -> str:
+    """Return vs gradient steps for every method run here, and the MAML paper's curves (dashed) for this env."""
     fig, ax = plt.subplots(figsize=(7, 5))
     ref_env = REFERENCE_ENVS.get(env, "")
+    max_steps = 0
     for method in methods:
         steps = sorted(k for m, k in table if m == method)
+        max_steps = max(max_steps, *steps)
         mean = [table[(method, k)]["mean_return"] for k in steps]
         err = [0.0 if math.isnan(table[(method, k)]["stderr"]) else table[(method, k)]["stderr"] for k in steps]
-        color = COLORS.get(method)
         if method == "oracle":
-            ax.axhline(mean[0], color=color, label=f"{method} (here)")
+            ax.axhline(mean[0], color=COLORS.get(method), label=f"{method} (here)")
         else:
-            ax.errorbar(steps, mean, yerr=err, marker="o", capsize=3, color=color, label=f"{method} (here)")
-        ref_method = REFERENCE_METHODS.get(method)
+            ax.errorbar(steps, mean, yerr=err, marker="o", capsize=3, color=COLORS.get(method), label=f"{method} (here)")
+    for method, ref_method in REFERENCE_METHODS.items():
         ref = sorted((k, v["mean"]) for (e, m, k), v in reference.items() if e == ref_env and m == ref_method)
-        if ref:
-            if method == "oracle":
-                ax.axhline(ref[0][1], color=color, linestyle="--", label=f"{ref_method} (MAML paper)")
-            else:
-                ax.plot([k for k, _ in ref], [v for _, v in ref], "x--", color=color, label=f"{ref_method} (MAML paper)")
+        if not ref:
+            continue
+        label = f"{ref_method} (MAML paper)"
+        if method == "oracle":
+            ax.axhline(ref[0][1], color=COLORS.get(method), linestyle="--", label=label)
+        else:
+            max_steps = max(max_steps, ref[-1][0])
+            ax.plot([k for k, _ in ref], [v for _, v in ref], "x--", color=COLORS.get(method), label=label)
+    ax.set_xticks(range(max_steps + 1))
     ax.set_xlabel("number of gradient steps")
     ax.set_ylabel("average return")
     ax.set_title(ENV_TITLES.get(env, env))

@@ -239,6 +239,7 @@ class OracleVecEnv(VecEnvWrapper):
         super().__init__(venv, observation_space=oracle_space)
         self._tasks: list[Any] = [None] * self.num_envs
         self._task_arrays = np.zeros((self.num_envs, self.task_size), dtype=dtype)
+        self._arrays_before = self._task_arrays.copy()  # tasks of the step under way (for terminal observations)
 
     def _refresh_tasks(self) -> list[Any]:
         tasks = self.venv.get_tasks()  # type: ignore[attr-defined]
