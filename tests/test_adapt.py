@@ -148,3 +148,18 @@ def test_bad_input(trained):
         model.adapt(bandit_env)
     with pytest.raises(ValueError, match="adapt_lr"):
         model.adapt(task, adapt_lr=0.0)
+
+
+def test_adapt_keeps_wrappers_and_rejects_task_mixtures():
+    from sb3_meta.envs import OracleObservation, TaskMixture
+
+    model = FOMAML("MlpPolicy", OracleObservation(point_mass()), **small_kwargs(seed=0), **FAST_TRPO)
+    model.learn(1)
+    env = OracleObservation(point_mass(seed=5))
+    tasks = env.unwrapped.sample_tasks(2)
+    _, returns = model.adapt_tasks(tasks, n_steps=1, n_episodes=2, env=env, seed=0)
+    assert returns.shape == (2, 2) and np.all(np.isfinite(returns))
+    with pytest.raises(ValueError, match="task mixture"):
+        model.adapt_tasks(tasks, n_steps=1, env=TaskMixture(OracleObservation(point_mass())))
+    with pytest.raises(ValueError, match="task mixture"):
+        FOMAML("MlpPolicy", point_mass(sample_task_on_reset=True), **small_kwargs(seed=0))

@@ -193,11 +193,7 @@ class MetaAlgorithm(BaseAlgorithm):
                 f"env must be a task-distribution env, a registered id or a task VecEnv, got {type(env).__name__}"
             )
         task_env = get_task_env(env)  # raises a clear error for envs without sample_tasks/reset_task
-        if getattr(task_env, "sample_task_on_reset", False) or _is_wrapped_in(env, "TaskMixture"):
-            raise ValueError(
-                "This env draws a new task at every reset (task mixture): meta-learning needs each sub-env to keep "
-                "the task it is given. Pass the task distribution without TaskMixture / sample_task_on_reset."
-            )
+        _check_not_mixture(env)
         if n_envs is None:  # placeholder until load() knows the sizes
             n_envs = 1
         venv = make_task_vec_env(env, n_envs, seed=seed)
@@ -294,8 +290,10 @@ class MetaAlgorithm(BaseAlgorithm):
             sampling_s += time.perf_counter() - t0
             if batch is None:
                 return None
-            # the parameters each task's episodes were sampled with: the inner-loop path θ_i^(s) reused by the outer step
-            batch.sampling_params = {k: v.detach() for k, v in (params if per_task else stack_params(params, len(tasks))).items()}
+            # parameters each task's episodes were sampled with: the inner-loop path θ_i^(s), reused by the outer step
+            batch.sampling_params = {
+                k: v.detach() for k, v in (params if per_task else stack_params(params, len(tasks))).items()
+            }
             batches.append(batch)
             if step == n_steps:
                 break
@@ -458,14 +456,16 @@ class MetaAlgorithm(BaseAlgorithm):
         Cached per (env, size): building MuJoCo sub-envs is not free and evaluation callbacks adapt repeatedly.
         """
         base = get_task_env(env)
-        key = (id(base), n_envs)
+        _check_not_mixture(env)
+        key = (id(env), n_envs)
         cached = self._adapt_venvs.get(key)
         if cached is None or cached[1] is not base:
             if len(self._adapt_venvs) >= 4:
                 for old_venv, _ in self._adapt_venvs.values():
                     old_venv.close()
                 self._adapt_venvs = {}
-            cached = (make_task_vec_env(copy.deepcopy(base), n_envs), base)
+            # the env as given (wrappers such as OracleObservation kept), copied so that the caller's env never moves
+            cached = (make_task_vec_env(copy.deepcopy(env), n_envs), base)
             self._adapt_venvs[key] = cached
         return cached
 
@@ -631,6 +631,14 @@ class MetaAlgorithm(BaseAlgorithm):
 
 def _all_finite(params: Params) -> bool:
     return all(bool(th.isfinite(v).all()) for v in params.values())
+
+
+def _check_not_mixture(env: Any) -> None:
+    if getattr(get_task_env(env), "sample_task_on_reset", False) or _is_wrapped_in(env, "TaskMixture"):
+        raise ValueError(
+            "This env draws a new task at every reset (task mixture): meta-learning and adaptation need each sub-env "
+            "to keep the task it is given. Pass the task distribution without TaskMixture / sample_task_on_reset."
+        )
 
 
 def _is_wrapped_in(env: Any, wrapper_name: str) -> bool:
