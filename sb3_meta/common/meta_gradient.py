@@ -133,13 +133,25 @@ class MetaObjective:
         return surrogate, kl
 
     # --- KL Hessian-vector products ------------------------------------------------------------------
-    def _inner_hvp(self, params: Params, batch: Batch, vector: Params) -> Params:
-        """∇²L_i(params) · vector for every task (params, batch, vector stacked over tasks)."""
+    def inner_hvp_fn(self, params: Params, batch: Batch) -> Callable[[Params], Params]:
+        """u_i ↦ ∇²L_i(params_i) u_i for every task (params, batch and u stacked over tasks).
 
-        def one(p: Params, b: Batch, v: Params) -> Params:
-            return jvp(lambda q: grad(self.inner_loss)(q, b), (p,), (v,))[1]
+        The graph of the per-task inner gradients is built once and every product differentiates it again
+        (reverse over reverse): each CG iteration then costs one backward pass, with no forward recomputation.
+        """
+        names = list(params)
+        with th.enable_grad():
+            leaves = {k: params[k].detach().requires_grad_(True) for k in names}
+            grads = vmap(grad(self.inner_loss))(leaves, batch)
 
-        return vmap(one)(params, batch, vector)
+        def product(vector: Params) -> Params:
+            # Σ_i ⟨∇L_i(p_i), u_i⟩ differentiated w.r.t. the stacked p: row i is ∇²L_i u_i (tasks are independent)
+            out = th.autograd.grad(
+                [grads[k] for k in names], [leaves[k] for k in names], [vector[k] for k in names], retain_graph=True
+            )
+            return dict(zip(names, out))
+
+        return product
 
     def fisher_vp_fn(self, adapted: Params, outer: Batch) -> Callable[[Params], Params]:
         """u_i ↦ F_i u_i for every task: the KL Hessian at the adapted parameters, F = Jᵀ (∂²KL/∂dist²) J.
@@ -170,18 +182,17 @@ class MetaObjective:
         """
         n_tasks = outer["obs"].shape[0]
         fisher_vp = self.fisher_vp_fn(adapted, outer)
+        inner_hvps = [] if self.first_order else [self.inner_hvp_fn(p, b) for p, b in zip(path, inner_batches)]
 
         def product(v: Params) -> Params:
             u = stack_params(v, n_tasks)
-            if not self.first_order:  # u = J v
-                for params_s, batch_s in zip(path, inner_batches):
-                    hu = self._inner_hvp(params_s, batch_s, u)
-                    u = {k: u[k] - self.inner_lr * hu[k] for k in u}
-            w = fisher_vp(u)
-            if not self.first_order:  # w = Jᵀ w
-                for params_s, batch_s in reversed(list(zip(path, inner_batches))):
-                    hw = self._inner_hvp(params_s, batch_s, w)
-                    w = {k: w[k] - self.inner_lr * hw[k] for k in w}
+            for inner_hvp in inner_hvps:  # u = J v, J = Π_s (I − α∇²L^(s))
+                hu = inner_hvp(u)
+                u = {k: u[k] - self.inner_lr * hu[k] for k in u}
+            w = fisher_vp(u)  # w = F u
+            for inner_hvp in reversed(inner_hvps):  # w = Jᵀ w
+                hw = inner_hvp(w)
+                w = {k: w[k] - self.inner_lr * hw[k] for k in w}
             return {k: w[k].mean(dim=0) for k in w}
 
         return product
