@@ -78,28 +78,33 @@ class TaskBatch:
         }
 
 
+def _discount_matrix(n_steps: int, factor: float, like: th.Tensor) -> th.Tensor:
+    """D[t, t'] = factor^(t' − t) for t' ≥ t, else 0."""
+    t = th.arange(n_steps, device=like.device, dtype=like.dtype)
+    exponent = t.view(1, -1) - t.view(-1, 1)
+    return th.where(exponent >= 0, th.as_tensor(factor, dtype=like.dtype, device=like.device) ** exponent.clamp_min(0), 0.0)
+
+
+def _discounted_sum(x: th.Tensor, factor: float) -> th.Tensor:
+    """y_t = Σ_{t' ≥ t} factor^(t' − t) x_t' along dim 1, as one matrix product (no loop over time)."""
+    d = _discount_matrix(x.shape[1], factor, x)
+    return th.einsum("st,kt...->ks...", d, x)
+
+
 def discounted_returns(rewards: th.Tensor, mask: th.Tensor, gamma: float) -> th.Tensor:
-    """G_t = r_t + γ G_{t+1} within each episode (time is dim 1), zero past its end."""
-    out = th.zeros_like(rewards)
-    running = th.zeros_like(rewards[:, 0])
-    for t in range(rewards.shape[1] - 1, -1, -1):
-        running = (rewards[:, t] + gamma * running) * mask[:, t]
-        out[:, t] = running
-    return out
+    """G_t = r_t + γ G_{t+1} within each episode (time is dim 1), zero past its end.
+
+    Every column holds one episode from t = 0 (``mask`` is 1 then 0), so G_t = Σ_{t'≥t} γ^(t'−t) r_t' m_t'.
+    """
+    return _discounted_sum(rewards * mask, gamma) * mask
 
 
 def gae_advantages(rewards: th.Tensor, values: th.Tensor, mask: th.Tensor, gamma: float, gae_lambda: float) -> th.Tensor:
-    """GAE: δ_t = r_t + γ V(s_{t+1}) − V(s_t), Â_t = δ_t + γλ Â_{t+1}; the value after an episode's last step is 0."""
-    adv = th.zeros_like(rewards)
-    next_value = th.zeros_like(rewards[:, 0])
-    next_adv = th.zeros_like(rewards[:, 0])
-    for t in range(rewards.shape[1] - 1, -1, -1):
-        m = mask[:, t]
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        next_adv = (delta + gamma * gae_lambda * next_adv) * m
-        adv[:, t] = next_adv
-        next_value = values[:, t] * m
-    return adv
+    """GAE: δ_t = r_t + γ V(s_{t+1}) − V(s_t), Â_t = Σ_{t'≥t} (γλ)^(t'−t) δ_t'; the value after an episode's end is 0."""
+    next_values = th.zeros_like(values)
+    next_values[:, :-1] = values[:, 1:] * mask[:, 1:]
+    deltas = (rewards + gamma * next_values - values) * mask
+    return _discounted_sum(deltas, gamma * gae_lambda) * mask
 
 
 def normalize_per_task(x: th.Tensor, mask: th.Tensor, eps: float = 1e-8) -> th.Tensor:
