@@ -15,8 +15,8 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-from sb3_meta.envs.core import Task, TaskEnv
-from sb3_meta.envs.mujoco_vec_env import MujocoTaskEnv, MujocoTaskVecEnv, init_kwargs
+from sb3_meta.envs.core import TaskEnv
+from sb3_meta.envs.mujoco_vec_env import DirectionTask, MujocoTaskEnv, MujocoTaskVecEnv, VelocityTask, init_kwargs
 
 __all__ = ["ANT_COEFFICIENTS", "AntDirTask", "AntDirTasks", "AntVelTask", "AntVelTasks"]
 
@@ -28,27 +28,13 @@ ANT_COEFFICIENTS: dict[str, dict[str, float]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class AntVelTask(Task):
-    """An Ant goal-velocity task: the forward (x) velocity to run at, in m/s."""
-
-    velocity: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "velocity", float(self.velocity))
+class AntVelTask(VelocityTask):
+    """A Ant goal-velocity task: the forward (x) velocity to run at, in m/s."""
 
 
 @dataclasses.dataclass(frozen=True)
-class AntDirTask(Task):
-    """An Ant goal-direction task: run forward (``direction=1``) or backward (``direction=-1``) along x."""
-
-    direction: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.direction not in (-1, 1):
-            raise ValueError(f"AntDirTask.direction must be 1 or -1, got {self.direction!r}")
-        object.__setattr__(self, "direction", float(self.direction))
+class AntDirTask(DirectionTask):
+    """A Ant goal-direction task: run forward (``direction=1``) or backward (``direction=-1``) along x."""
 
 
 class _AntTasks(MujocoTaskEnv, AntEnv):

@@ -14,34 +14,20 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from sb3_meta.envs.core import Task, TaskEnv
-from sb3_meta.envs.mujoco_vec_env import MujocoTaskEnv, MujocoTaskVecEnv, init_kwargs
+from sb3_meta.envs.core import TaskEnv
+from sb3_meta.envs.mujoco_vec_env import DirectionTask, MujocoTaskEnv, MujocoTaskVecEnv, VelocityTask, init_kwargs
 
 __all__ = ["HalfCheetahDirTask", "HalfCheetahDirTasks", "HalfCheetahVelTask", "HalfCheetahVelTasks"]
 
 
 @dataclasses.dataclass(frozen=True)
-class HalfCheetahVelTask(Task):
+class HalfCheetahVelTask(VelocityTask):
     """A HalfCheetah goal-velocity task: the forward (x) velocity to run at, in m/s."""
-
-    velocity: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "velocity", float(self.velocity))
 
 
 @dataclasses.dataclass(frozen=True)
-class HalfCheetahDirTask(Task):
-    """A HalfCheetah goal-direction task: run forward (``direction=1``) or backward (``direction=-1``)."""
-
-    direction: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.direction not in (-1, 1):
-            raise ValueError(f"HalfCheetahDirTask.direction must be 1 or -1, got {self.direction!r}")
-        object.__setattr__(self, "direction", float(self.direction))
+class HalfCheetahDirTask(DirectionTask):
+    """A HalfCheetah goal-direction task: run forward (``direction=1``) or backward (``direction=-1``) along x."""
 
 
 class _HalfCheetahTasks(MujocoTaskEnv, HalfCheetahEnv):

@@ -19,6 +19,7 @@ which the single env calls on a batch of one. Two backends:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,30 @@ def available_cores() -> int:
 def init_kwargs(local_vars: dict[str, Any]) -> dict[str, Any]:
     """The constructor arguments among ``locals()`` at the top of ``__init__`` (for ``EzPickle``)."""
     return {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}
+
+
+@dataclasses.dataclass(frozen=True)
+class VelocityTask(Task):
+    """Base of goal-velocity tasks: the forward (x) velocity to run at, in m/s (a float)."""
+
+    velocity: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "velocity", float(self.velocity))
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectionTask(Task):
+    """Base of goal-direction tasks: run forward (``direction=1``) or backward (``direction=-1``) along x."""
+
+    direction: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.direction not in (-1, 1):
+            raise ValueError(f"{type(self).__name__}.direction must be 1 or -1, got {self.direction!r}")
+        object.__setattr__(self, "direction", float(self.direction))
 
 
 class MujocoTaskEnv(TaskEnv[TaskT]):
