@@ -464,8 +464,11 @@ class MetaAlgorithm(BaseAlgorithm):
                 for old_venv, _ in self._adapt_venvs.values():
                     old_venv.close()
                 self._adapt_venvs = {}
-            # the env as given (wrappers such as OracleObservation kept), copied so that the caller's env never moves
-            cached = (make_task_vec_env(copy.deepcopy(env), n_envs), base)
+            # the env as given (wrappers such as OracleObservation kept), copied so that the caller's env never moves;
+            # the same builder as evaluate_adaptation's (imported here: evaluation builds on this module)
+            from sb3_meta.common.evaluation import make_adaptation_vec_env
+
+            cached = (make_adaptation_vec_env(env, n_envs), base)
             self._adapt_venvs[key] = cached
         return cached
 

@@ -40,6 +40,7 @@ __all__ = [
     "OracleVecEnv",
     "as_meta_model",
     "evaluate_adaptation",
+    "make_adaptation_vec_env",
     "sample_eval_tasks",
 ]
 
@@ -296,8 +297,10 @@ def _wrapper_layout(env: gym.Env) -> tuple[bool, bool]:
     return oracle, only_neutral
 
 
-def _eval_vec_env(env: gym.Env, n_envs: int) -> VecEnv:
-    """A fresh VecEnv of ``n_envs`` copies of ``env`` for evaluation, batched whenever the distribution allows.
+def make_adaptation_vec_env(env: gym.Env, n_envs: int) -> VecEnv:
+    """A fresh VecEnv of ``n_envs`` copies of ``env`` for adaptation and evaluation, batched whenever possible.
+
+    The one builder behind :meth:`MetaAlgorithm.adapt_tasks` and :func:`evaluate_adaptation`.
 
     Plain distributions get the batched VecEnv of the task distribution, as :meth:`MetaAlgorithm.adapt_tasks`
     builds; the oracle form gets it wrapped in :class:`OracleVecEnv`; envs with other wrappers run through SB3's
@@ -507,7 +510,7 @@ class _EvalVecEnvs:
     def get(self, env: gym.Env, n_envs: int, role: str) -> VecEnv:
         key = (id(env), n_envs, role)
         if key not in self._venvs:
-            self._venvs[key] = (env, _eval_vec_env(env, n_envs))  # the env is kept alive so that its id stays unique
+            self._venvs[key] = (env, make_adaptation_vec_env(env, n_envs))  # the env is kept alive so that its id stays unique
         return self._venvs[key][1]
 
     def close(self) -> None:
@@ -517,8 +520,8 @@ class _EvalVecEnvs:
 
 
 def _evaluation_view(model: MetaAlgorithm, env: gym.Env, venvs: _EvalVecEnvs) -> MetaAlgorithm:
-    """A shallow copy of ``model`` whose ``adapt_tasks`` samples ``env`` through ``venvs`` (wrappers such as
-    OracleObservation kept: ``MetaAlgorithm._adaptation_venv`` samples the bare distribution)."""
+    """A shallow copy of ``model`` whose ``adapt_tasks`` samples ``env`` through ``venvs``: the evaluation's own
+    cache of VecEnvs, so that evaluating (e.g. from a callback) leaves the model's state untouched."""
     view = copy.copy(model)
     view._adaptation_venv = lambda source, n_envs: (venvs.get(source, n_envs, "adapt"), get_task_env(source))  # type: ignore[method-assign]
     if model.max_episode_steps is None:
