@@ -13,11 +13,12 @@ import math
 import pytest
 import torch as th
 from conftest import collect_float64, max_abs_diff, params_equal, point_mass, small_kwargs
+from sb3_contrib.common.utils import conjugate_gradient_solver
 
 from sb3_meta import MAML, Reptile
 from sb3_meta.common.meta_gradient import MetaObjective, flatten, unflatten
 from sb3_meta.common.policies import Params
-from sb3_meta.common.trpo import trpo_step
+from sb3_meta.common.trpo import conjugate_gradient_with_product, trpo_step
 
 INNER_LR = 0.5
 
@@ -103,6 +104,14 @@ def ref_meta_objective(problem: Problem, theta: Params) -> float:
 
 
 def library_meta_gradient(problem: Problem, objective: MetaObjective) -> th.Tensor:
+    """The meta-gradient as MAML's outer step computes it: J_iᵀ pulled back through the stored inner-gradient graphs."""
+    outer_problem = objective.outer_problem(problem.path, problem.inner, problem.adapted, problem.outer)
+    _, gradient = outer_problem.surrogate_and_gradient()
+    return flatten(gradient)
+
+
+def autograd_meta_gradient(problem: Problem, objective: MetaObjective) -> th.Tensor:
+    """The meta-gradient by plain backpropagation through θ_i(θ) (second-order graph unless first order)."""
     leaves = {k: v.clone().requires_grad_(True) for k, v in problem.theta.items()}
     adapted = objective.adapted_for_meta_gradient(leaves, problem.inner)
     surrogate, _ = objective.outer_surrogate_and_kl(adapted, problem.outer, problem.old_log_prob, problem.old_dist)
@@ -138,6 +147,21 @@ def test_maml_gradient_matches_finite_differences(setup, n_inner_steps):
     fd = central_difference_gradient(lambda t: ref_meta_objective(problem, t), problem.theta)
     assert gradient.norm() > 1e-3
     th.testing.assert_close(gradient, fd, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize(("n_inner_steps", "first_order"), [(1, False), (2, False), (1, True), (2, True)])
+def test_outer_problem_gradient_equals_backpropagation_through_the_inner_steps(setup, n_inner_steps, first_order):
+    problem = build_problem(setup, n_inner_steps=n_inner_steps)
+    objective = MetaObjective(problem.policy, INNER_LR, first_order=first_order)
+    outer_problem = objective.outer_problem(problem.path, problem.inner, problem.adapted, problem.outer)
+    surrogate, gradient = outer_problem.surrogate_and_gradient()
+    reference = autograd_meta_gradient(problem, objective)
+    assert reference.norm() > 1e-3
+    th.testing.assert_close(flatten(gradient), reference, rtol=1e-10, atol=1e-12)
+    # π_old is the adapted policy itself: ratios are 1, the surrogate is the mean advantage
+    th.testing.assert_close(outer_problem.old_log_prob, problem.old_log_prob, rtol=0, atol=0)
+    expected = sum(masked_mean(problem.outer["advantages"][i], problem.outer["mask"][i]) for i in range(problem.n_tasks))
+    th.testing.assert_close(surrogate, expected / problem.n_tasks, rtol=1e-12, atol=1e-14)
 
 
 def test_fomaml_gradient_is_mean_gradient_at_adapted_parameters(setup):
@@ -340,6 +364,31 @@ def test_trpo_step_on_a_quadratic():
     new, stats = trpo_step(theta, unflatten(g, theta), hvp, lambda c: (-1.0, 0.0), 0.0, delta, line_search_max_iter=4)
     assert not stats.accepted and stats.line_search_steps == 4
     assert params_equal(new, theta)
+
+
+@pytest.mark.parametrize("max_iter", [1, 3, 10, 30])
+def test_conjugate_gradient_returns_the_product_of_its_solution(max_iter):
+    """A x recovered from the products CG already made equals an explicit product (and x is sb3-contrib's)."""
+    gen = th.Generator().manual_seed(max_iter)
+    n = 20
+    a = th.randn(n, n, generator=gen, dtype=th.float64)
+    matrix = a @ a.T + 0.1 * th.eye(n, dtype=th.float64)
+    b = th.randn(n, generator=gen, dtype=th.float64)
+    calls = []
+
+    def matvec(v: th.Tensor) -> th.Tensor:
+        calls.append(1)
+        return matrix @ v
+
+    th.manual_seed(0)
+    x, ax = conjugate_gradient_with_product(matvec, b, max_iter=max_iter)
+    n_calls = len(calls)
+    th.manual_seed(0)
+    assert th.equal(x, conjugate_gradient_solver(lambda v: matrix @ v, b, max_iter=max_iter))
+    th.testing.assert_close(ax, matrix @ x, rtol=1e-9, atol=1e-12)
+    assert n_calls <= max_iter + 1  # the initial residual and one per iteration, none for A x
+    if max_iter >= n:
+        th.testing.assert_close(x, th.linalg.solve(matrix, b), rtol=1e-6, atol=1e-8)
 
 
 def test_maml_accepted_steps_stay_within_target_kl():

@@ -16,7 +16,7 @@ from sb3_contrib.common.utils import conjugate_gradient_solver
 from sb3_meta.common.meta_gradient import flatten, unflatten
 from sb3_meta.common.policies import Params
 
-__all__ = ["TRPOStats", "trpo_step"]
+__all__ = ["TRPOStats", "conjugate_gradient_with_product", "trpo_step"]
 
 
 @dataclasses.dataclass
@@ -31,6 +31,35 @@ class TRPOStats:
     @property
     def surrogate_improvement(self) -> float:
         return self.surrogate_after - self.surrogate_before
+
+
+def conjugate_gradient_with_product(
+    matrix_vector_dot_fn: Callable[[th.Tensor], th.Tensor], b: th.Tensor, max_iter: int = 10
+) -> tuple[th.Tensor, th.Tensor]:
+    """sb3-contrib's ``conjugate_gradient_solver`` for A x = b, returning x and also A x without another product.
+
+    CG's x is x0 + Σ_k α_k p_k over the vectors it multiplied by A, so A x = A x0 + Σ_k α_k A p_k: the products
+    are recorded and the coefficients recovered by least squares (float64). TRPO's step length needs xᵀAx, and
+    one product costs as much as a CG iteration (for MAML, two inner HVPs and a Fisher product). If the
+    recorded vectors do not reproduce x to 1e-6 (relative), A x is computed explicitly instead.
+    """
+    inputs: list[th.Tensor] = []
+    outputs: list[th.Tensor] = []
+
+    def recording(v: th.Tensor) -> th.Tensor:
+        out = matrix_vector_dot_fn(v)
+        inputs.append(v.detach().clone())
+        outputs.append(out.detach().clone())
+        return out
+
+    x = conjugate_gradient_solver(recording, b, max_iter=max_iter)
+    # a (parameters x products) least-squares problem: solved on the CPU, where lstsq handles any rank
+    basis, target = th.stack(inputs, dim=1).double().cpu(), x.detach().double().cpu()
+    coefficients = th.linalg.lstsq(basis, target.unsqueeze(1), driver="gelsd").solution
+    if float((basis @ coefficients).squeeze(1).sub(target).norm()) > 1e-6 * float(target.norm()) + 1e-30:
+        return x, matrix_vector_dot_fn(x)
+    product = th.stack(outputs, dim=1).double().cpu() @ coefficients
+    return x, product.squeeze(1).to(device=x.device, dtype=x.dtype)
 
 
 def trpo_step(
@@ -63,8 +92,8 @@ def trpo_step(
     def damped_hvp(v: th.Tensor) -> th.Tensor:
         return flatten(hvp(unflatten(v, theta))).detach() + cg_damping * v
 
-    direction = conjugate_gradient_solver(damped_hvp, g, max_iter=cg_max_steps)
-    shs = th.dot(direction, damped_hvp(direction))
+    direction, h_direction = conjugate_gradient_with_product(damped_hvp, g, max_iter=cg_max_steps)
+    shs = th.dot(direction, h_direction)
     # largest step along s with the quadratic KL model ½ sᵀHs equal to target_kl
     step_size = th.sqrt(2 * target_kl / shs.clamp_min(1e-12))
     full_step = step_size * direction

@@ -127,20 +127,20 @@ class MAML(MetaAlgorithm):
         outer = batches[-1].flat()  # D_i': episodes of the adapted policies
         theta = self.meta_parameters()
 
-        # Meta-gradient g = ∇_θ mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â]; θ_i(θ) keeps the inner graph unless first order
-        # θ_i^(s): the inner-loop path computed while sampling (θ_i^(0) = θ); reused, not recomputed
+        # The TRPO problem at θ, built once: one forward pass of the adapted policies θ_i on D_i' (π_old = π_{θ_i})
+        # and, for MAML, the graphs of the inner gradients along the inner-loop path θ_i^(s) (reused, not recomputed)
         path = [b.sampling_params for b in batches[:-1]]
-        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        adapted_theta = objective.adapted_for_meta_gradient(leaves, inner, adapted=adapted)
-        old_log_prob, old_dist = objective.old_policy(adapted_theta, outer)
-        surrogate, _ = objective.outer_surrogate_and_kl(adapted_theta, outer, old_log_prob, old_dist)
-        gradient = dict(zip(leaves, th.autograd.grad(surrogate, list(leaves.values()))))
+        problem = objective.outer_problem(path, inner, adapted, outer)
+        old_log_prob, old_dist = problem.old_log_prob, problem.old_dist
+
+        # Meta-gradient g = ∇_θ mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â] = mean_i J_iᵀ ∇_{θ_i} s_i  (J_i = I for FOMAML)
+        surrogate, gradient = problem.surrogate_and_gradient()
         if not th.isfinite(surrogate) or not th.isfinite(flatten(gradient)).all():
             return None
 
-        # KL Hessian H = mean_i J_iᵀ F_i J_i (J_i = I for FOMAML), then the TRPO step s = (H + λI)⁻¹ g, line search
+        # KL Hessian H = mean_i J_iᵀ F_i J_i, then the TRPO step s = (H + λI)⁻¹ g, line search
         if self.hvp == "exact":
-            hvp = objective.kl_hvp(path, inner, adapted, outer, old_dist)
+            hvp = problem.kl_hvp
         else:
             hvp = objective.kl_hvp_finite_difference(theta, inner, outer, old_dist)
 
@@ -155,7 +155,7 @@ class MAML(MetaAlgorithm):
             gradient,
             hvp,
             evaluate,
-            float(surrogate.detach()),
+            float(surrogate),
             self.target_kl,
             cg_max_steps=self.cg_max_steps,
             cg_damping=self.cg_damping,
