@@ -8,9 +8,11 @@ from stable_baselines3.common.callbacks import (
     BaseCallback,
     CallbackList,
     CheckpointCallback,
+    EvalCallback,
     ProgressBarCallback,
     StopTrainingOnMaxEpisodes,
 )
+from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_meta import FOMAML, Reptile
 
@@ -128,3 +130,36 @@ def test_callback_list():
     model.learn(HORIZON * N_ENVS, callback=CallbackList([first, second]))
     assert first.events == second.events
     assert first.events.count("step") == HORIZON and first.events.count("rollout_end") == 1
+
+
+def test_sb3_eval_callback_and_evaluate_policy(tmp_path):
+    """SB3's EvalCallback evaluates the meta-policy (no adaptation) during meta-training and keeps the best model."""
+    model = reptile()
+    snapshots = []
+
+    class Snapshot(BaseCallback):
+        def _on_rollout_start(self) -> None:  # the parameters the next evaluation (mid-sampling) sees
+            snapshots.append(model.meta_parameters())
+
+        def _on_step(self) -> bool:
+            return True
+
+    evaluation = EvalCallback(
+        point_mass(seed=7),
+        eval_freq=HORIZON,
+        n_eval_episodes=2,
+        best_model_save_path=str(tmp_path),
+        log_path=str(tmp_path),
+        verbose=0,
+    )
+    model.learn(2 * HORIZON * N_ENVS, callback=CallbackList([Snapshot(), evaluation]))
+    # one evaluation per sampling pass, at SB3's timestep count
+    assert list(evaluation.evaluations_timesteps) == [HORIZON * N_ENVS, 2 * HORIZON * N_ENVS]
+    assert not params_equal(snapshots[0], snapshots[1])
+    best = int(np.argmax([np.mean(r) for r in evaluation.evaluations_results]))
+    loaded = Reptile.load(tmp_path / "best_model.zip")
+    assert params_equal(loaded.meta_parameters(), snapshots[best])
+    assert loaded.num_timesteps == (best + 1) * HORIZON * N_ENVS
+    # evaluate_policy on the loaded model reproduces the callback's evaluation (same env seed, deterministic policy)
+    mean, _ = evaluate_policy(loaded, point_mass(seed=7), n_eval_episodes=2, warn=False)
+    assert np.isclose(mean, np.mean(evaluation.evaluations_results[best]))
