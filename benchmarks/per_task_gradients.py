@@ -68,11 +68,9 @@ def main() -> None:
     outer = synthetic_batch(args.tasks, args.samples, 105, 8, device)
 
     def meta_gradient(objective: MetaObjective, inner_b: dict, outer_b: dict) -> dict[str, th.Tensor]:
-        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        adapted = objective.adapted_for_meta_gradient(leaves, [inner_b])
-        old_log_prob, old_dist = objective.old_policy(adapted, outer_b)
-        surrogate, _ = objective.outer_surrogate_and_kl(adapted, outer_b, old_log_prob, old_dist)
-        return dict(zip(leaves, th.autograd.grad(surrogate, list(leaves.values()))))
+        # as MAML's outer step: inner step, then g = mean_i J_iᵀ ∇s_i(θ_i) through the stored inner-gradient graph
+        adapted, path = objective.adapt(theta, [inner_b])
+        return objective.outer_problem(path, [inner_b], adapted, outer_b).surrogate_and_gradient()[1]
 
     def looped(fn, objective: MetaObjective) -> None:
         for i in range(args.tasks):
@@ -80,8 +78,7 @@ def main() -> None:
 
     def hvp_setup(objective: MetaObjective, inner_b: dict, outer_b: dict):
         adapted, path = objective.adapt(theta, [inner_b])
-        _, old_dist = objective.old_policy(adapted, outer_b)
-        return objective.kl_hvp(path, [inner_b], adapted, outer_b, old_dist)
+        return objective.outer_problem(path, [inner_b], adapted, outer_b).kl_hvp
 
     v = {k: th.randn_like(p) for k, p in theta.items()}
     print(f"device={device}, {args.tasks} tasks x {args.samples} samples, 105-100-100-8 ReLU policy, median of {args.repeats}")

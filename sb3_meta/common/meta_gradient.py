@@ -5,7 +5,8 @@ L_i(θ) = −E_{D_i}[log π_θ(a|s) Â], inner learning rate α.
 
 - inner step (all algorithms):     θ_i = θ − α ∇L_i(θ)                          (:meth:`MetaObjective.adapt`)
 - MAML outer objective (TRPO):      max mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â]  s.t.  mean_i KL(π_old ‖ π_{θ_i(θ)}) ≤ δ
-- MAML KL Hessian at θ_old:         H = mean_i J_iᵀ F_i J_i,  J_i = ∂θ_i/∂θ = I − α∇²L_i(θ)     (:meth:`kl_hvp`)
+- MAML meta-gradient:               g = mean_i J_iᵀ ∇s_i(θ_i),  J_i = ∂θ_i/∂θ = I − α∇²L_i(θ)   (:class:`OuterProblem`)
+- MAML KL Hessian at θ_old:         H = mean_i J_iᵀ F_i J_i                                     (:class:`OuterProblem`)
 - FOMAML:                           θ_i := θ + stop_grad(θ_i − θ), so J_i = I: ∇ = mean_i ∇L'_i(θ_i)
 - Reptile:                          θ ← θ + ε mean_i(θ_i − θ)
 
