@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch as th
-from conftest import collect_float64, max_abs_diff, params_equal, point_mass, small_kwargs
+from conftest import collect_float64, float64_policy, max_abs_diff, params_equal, point_mass, small_kwargs
 from sb3_contrib.common.utils import conjugate_gradient_solver
 
 from sb3_meta import MAML, Reptile
@@ -418,3 +419,57 @@ def test_maml_accepted_steps_stay_within_target_kl():
         else:
             assert params_equal(after, theta)
     assert n_accepted >= 1
+
+
+# --- the Fisher product's forward-mode half ------------------------------------------------------------------
+class Cube(th.nn.Module):
+    """An activation sb3_meta does not know to be element-wise: the actor falls back to ``torch.func.jvp``."""
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return x**3 / 3 + x
+
+
+@pytest.mark.parametrize(
+    "policy_kwargs",
+    [
+        dict(net_arch=dict(pi=[8, 6], vf=[]), activation_fn=th.nn.Tanh),
+        dict(net_arch=dict(pi=[7], vf=[]), activation_fn=th.nn.ReLU),
+        dict(net_arch=dict(pi=[5], vf=[]), activation_fn=th.nn.ELU),
+        dict(net_arch=dict(pi=[], vf=[])),
+    ],
+    ids=["tanh-2-layers", "relu", "elu", "linear"],
+)
+def test_actor_tangent_fn_equals_torch_func_jvp(setup, policy_kwargs):
+    env = setup[0]
+    policy = float64_policy(env, seed=3, **policy_kwargs)
+    n_tasks, n_samples = 3, 11
+    gen = th.Generator().manual_seed(0)
+    theta = {k: v.detach() for k, v in policy.actor_parameters().items()}
+    params = {k: v.unsqueeze(0) + 0.1 * th.randn(n_tasks, *v.shape, generator=gen, dtype=v.dtype) for k, v in theta.items()}
+    obs = th.stack(
+        [th.as_tensor(np.stack([env.observation_space.sample() for _ in range(n_samples)])) for _ in range(n_tasks)]
+    )
+    obs = obs.double() if obs.is_floating_point() else obs
+    tangent_fn = policy.actor_tangent_fn(params, obs)
+    assert tangent_fn is not None
+    u = {k: th.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
+    expected = th.func.jvp(lambda p: th.func.vmap(policy.functional_dist_params)(p, obs), (params,), (u,))[1]
+    got = tangent_fn(u)
+    th.testing.assert_close(got.loc, expected.loc, rtol=1e-12, atol=1e-12)
+    if expected.log_std is None:
+        assert got.log_std is None
+    else:
+        th.testing.assert_close(got.log_std, expected.log_std, rtol=0, atol=0)
+
+
+def test_actor_tangent_fn_declines_unknown_activations_and_the_hvp_stays_exact(point_mass_setup):
+    env, venv, _, tasks, episodes = point_mass_setup
+    policy = float64_policy(env, activation_fn=Cube)
+    theta = {k: v.detach() for k, v in policy.actor_parameters().items()}
+    stacked = {k: v.unsqueeze(0).expand(2, *v.shape) for k, v in theta.items()}
+    assert policy.actor_tangent_fn(stacked, th.zeros(2, 4, 2, dtype=th.float64)) is None
+    problem = build_problem((env, venv, policy, tasks, episodes))
+    exact = problem.objective.kl_hvp(problem.path, problem.inner, problem.adapted, problem.outer, problem.old_dist)
+    reference = problem.objective.kl_hvp_double_backward(problem.theta, problem.inner, problem.outer, problem.old_dist)
+    v = random_direction(problem, 0)
+    th.testing.assert_close(flatten(exact(v)), flatten(reference(v)), rtol=1e-9, atol=1e-12)

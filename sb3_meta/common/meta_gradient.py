@@ -266,6 +266,10 @@ class OuterProblem:
         self.old_dist = DistParams(*(None if t is None else t.detach() for t in self._dist))
         self.old_log_prob = vmap(policy.log_prob)(self.old_dist, outer["actions"])
         self._inner_hvps = [] if objective.first_order else [objective.inner_hvp_fn(p, b) for p, b in zip(path, inner_batches)]
+        # forward-mode half of the Fisher products: the actor linearised once (plain MLPs), else torch.func.jvp
+        self._tangent_fn = policy.actor_tangent_fn(self._adapted, obs) or (
+            lambda u: jvp(self._dist_fn, (self._adapted,), (u,))[1]
+        )
 
     def _network_vjp(self, cotangent: DistParams) -> Params:
         """(∂dist/∂θ_i)ᵀ c for every task, through the kept forward graph."""
@@ -302,7 +306,7 @@ class OuterProblem:
     def kl_hvp(self, v: Params) -> Params:
         """v ↦ H v = mean_i J_iᵀ F_i J_i v, with F_i u = (∂dist/∂θ_i)ᵀ (∂²KL/∂dist²) (∂dist/∂θ_i) u."""
         u = self._jacobian_vp(stack_params(v, self.n_tasks))  # u_i = J_i v
-        tangent = jvp(self._dist_fn, (self._adapted,), (u,))[1]  # ∂dist/∂θ_i u_i (forward mode)
+        tangent = self._tangent_fn(u)  # ∂dist/∂θ_i u_i (forward mode)
         policy = self.objective.policy
         w = self._network_vjp(policy.fisher_product(self.old_dist, tangent, self._weights))  # w_i = F_i u_i
         w = self._jacobian_tvp(w)  # J_iᵀ w_i

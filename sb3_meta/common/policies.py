@@ -9,7 +9,7 @@ Log-probabilities and KL divergences are written out in closed form so they stay
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch as th
@@ -17,6 +17,7 @@ import torch.utils._pytree as _pytree
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
@@ -68,6 +69,24 @@ _pytree.register_pytree_node(
     _dist_params_flatten,  # type: ignore[arg-type]
     _dist_params_unflatten,
     serialized_type_name="sb3_meta.common.policies.DistParams",
+)
+
+
+#: Activations applied element by element: their Jacobian is the diagonal σ'(z), fixed once z is known.
+ELEMENTWISE_ACTIVATIONS = (
+    nn.Tanh,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.Identity,
 )
 
 
@@ -149,6 +168,71 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
     def functional_dist_params(self, params: Params, obs: th.Tensor) -> DistParams:
         """``actor_dist_params`` under the parameters ``params`` (a dict as from :meth:`actor_parameters`)."""
         return th.func.functional_call(self._actor_head, {f"policy.{k}": v for k, v in params.items()}, (obs,), strict=False)
+
+    def actor_tangent_fn(self, params: Params, obs: th.Tensor) -> Callable[[Params], DistParams] | None:
+        """Forward-mode derivative u ↦ (∂dist/∂θ_i) u_i of the actor at stacked parameters, with the forward pass cached.
+
+        ``torch.func.jvp`` recomputes the forward pass (matmuls and activations) at every call; the Fisher-vector
+        products of a TRPO step all linearise at the same point. For the plain MLP actor (flattened observations,
+        Linear layers with element-wise activations, a Linear action head) this records each layer's input and
+        activation slope σ'(z) once, so a call is two batched matmuls per layer and one product with σ'(z).
+
+        :param params: stacked parameters (leading task dimension K), as from :meth:`actor_parameters`
+        :param obs: observations, shape (K, N, *obs_shape)
+        :return: the tangent map (u stacked like ``params``), or None when the actor is not such an MLP (use
+            ``torch.func.jvp`` then) or the cached forward pass does not reproduce :meth:`functional_dist_params`
+        """
+        extractor = self.pi_features_extractor
+        if not isinstance(extractor, FlattenExtractor) or any(True for _ in extractor.parameters()):
+            return None
+        policy_net = getattr(self.mlp_extractor, "policy_net", None)
+        if not isinstance(policy_net, nn.Sequential):
+            return None
+        modules = [*policy_net, self.action_net]
+        prefix = {id(m): f"mlp_extractor.policy_net.{i}" for i, m in enumerate(policy_net)}
+        prefix[id(self.action_net)] = "action_net"
+        layers: list[tuple[str, str | None, nn.Module | None]] = []  # (weight, bias, activation after the layer)
+        for module in modules:
+            if isinstance(module, nn.Linear):
+                name = prefix[id(module)]
+                layers.append((f"{name}.weight", f"{name}.bias" if module.bias is not None else None, None))
+            elif isinstance(module, ELEMENTWISE_ACTIVATIONS) and layers and layers[-1][2] is None:
+                layers[-1] = (layers[-1][0], layers[-1][1], module)
+            else:
+                return None
+        if not isinstance(modules[-1], nn.Linear) or any(w not in params for w, _, _ in layers):
+            return None
+
+        n_tasks, n_samples = obs.shape[:2]
+        weight_dtype = params[layers[0][0]].dtype
+        with th.no_grad():
+            features = self.extract_features(obs.reshape(n_tasks * n_samples, *obs.shape[2:]), extractor)
+            x = features.to(weight_dtype).reshape(n_tasks, n_samples, -1)
+            cache: list[tuple[th.Tensor, th.Tensor | None]] = []  # (layer input, σ'(z) or None)
+            for weight, bias, activation in layers:
+                z = th.bmm(x, params[weight].transpose(1, 2))
+                if bias is not None:
+                    z = z + params[bias].unsqueeze(1)
+                slope = None if activation is None else th.func.jvp(activation, (z,), (th.ones_like(z),))[1]
+                cache.append((x, slope))
+                x = z if activation is None else activation(z)
+            reference = th.func.vmap(self.functional_dist_params)({k: v.detach() for k, v in params.items()}, obs)
+            if not th.allclose(x, reference.loc, rtol=1e-5, atol=1e-6):
+                return None
+
+        def tangent(u: Params) -> DistParams:
+            dx: th.Tensor | None = None  # the observations have no tangent
+            for (weight, bias, _), (x_in, slope) in zip(layers, cache):
+                dz = th.bmm(x_in, u[weight].transpose(1, 2))  # dz = x dWᵀ + db + dx Wᵀ
+                if bias is not None:
+                    dz = dz + u[bias].unsqueeze(1)
+                if dx is not None:
+                    dz = dz + th.bmm(dx, params[weight].transpose(1, 2))
+                dx = dz if slope is None else dz * slope
+            assert dx is not None
+            return DistParams(dx, u["log_std"] if reference.log_std is not None else None)
+
+        return tangent
 
     @property
     def is_discrete(self) -> bool:
