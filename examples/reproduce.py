@@ -4,6 +4,7 @@
     python examples/reproduce.py ant [--envs antvel antdir] [--budget small|paper]
     python examples/reproduce.py timing [--env antvel] [--iterations 10]
     python examples/reproduce.py ablation [--fast-batch-sizes 5 10 20 40] [--meta-batch-sizes 5 10 20 40]
+    python examples/reproduce.py schedule [--env pointmass-origin] [--step-sizes 0.1 0.05 0.05]   # re-evaluate only
     python examples/reproduce.py report [--reference ../shared/reference/maml2017_fig5.csv]
     python examples/reproduce.py all          # pointmass, ablation, timing, ant, then report
 
@@ -340,6 +341,75 @@ def experiment_ant(args: argparse.Namespace) -> None:
     print(f"ant done in {time.perf_counter() - start:.1f} s")
 
 
+def schedule_env_name(env_name: str, step_sizes: list[float]) -> str:
+    """Name of the re-evaluation of ``env_name``'s runs with per-step sizes, e.g. ``pointmass-origin@0.1-0.05-0.05``."""
+    return f"{env_name}@{'-'.join(f'{a:g}' for a in step_sizes)}"
+
+
+def base_env(env_name: str) -> str:
+    return env_name.split("@")[0]
+
+
+def experiment_schedule(args: argparse.Namespace) -> None:
+    """Evaluate the saved models of ``--env`` again, with one step size per adaptation step (no training).
+
+    The original MAML test script adapted with a learning rate for the first step and half of it for the later
+    ones; ``--step-sizes 0.1 0.05 0.05`` does that here. Same held-out tasks and episodes budget as the runs.
+    """
+    from sb3_contrib import TRPO
+    from stable_baselines3 import PPO
+
+    step_sizes = [float(a) for a in args.step_sizes]
+    name = schedule_env_name(args.env, step_sizes)
+    methods = [m for m in check_methods(args.methods) if m != "oracle"]  # the oracle does not adapt
+    start = time.perf_counter()
+    for seed in args.seeds:
+        for method in methods:
+            source = run_paths(args.out, args.env, f"{method}_seed{seed}")
+            paths = run_paths(args.out, name, f"{method}_seed{seed}")
+            if os.path.exists(paths["csv"]):
+                print(f"[{name}/{method}_seed{seed}] already done: {paths['csv']}")
+                continue
+            if not (os.path.exists(source["zip"]) and os.path.exists(source["json"])):
+                print(f"[{name}/{method}_seed{seed}] no saved run {source['zip']}: run the experiment first; skipped")
+                continue
+            with open(source["json"]) as f:
+                info = json.load(f)
+            cfg = RunConfig(**{k: v for k, v in info["config"].items() if k in RunConfig.__dataclass_fields__})
+            if len(step_sizes) != cfg.test_steps:
+                raise SystemExit(f"--step-sizes: {cfg.test_steps} values expected (one per test step of the runs)")
+            if method in META_METHODS:
+                model = ALGOS[method].load(source["zip"], device=cfg.device)
+            else:
+                model = {"trpo": TRPO, "ppo": PPO}[cfg.baseline_algo].load(source["zip"], device=cfg.device)
+            eval_start = time.perf_counter()
+            eval_env = build_env(args.env, cfg)
+            tasks = sample_eval_tasks(eval_env, cfg.n_test_tasks, seed=cfg.eval_seed)
+            result = evaluate_adaptation(
+                model,
+                eval_env,
+                tasks=tasks,
+                n_steps=cfg.test_steps,
+                n_episodes=cfg.test_episodes,
+                seed=seed,
+                adapt_lr=step_sizes,
+            )
+            os.makedirs(os.path.dirname(paths["csv"]), exist_ok=True)
+            _write_json(
+                paths["json"],
+                {"config": info["config"], "env": name, "method": method, "seed": seed, "source": source["zip"]}
+                | {"step_sizes": step_sizes, "train_s": info.get("train_s"), "eval_s": time.perf_counter() - eval_start}
+                | {"env_steps": info.get("env_steps")},
+            )
+            extra = dict(experiment="schedule", env=name, method=method, seed=seed)
+            extra.update(meta_batch_size=cfg.meta_batch_size, fast_batch_size=cfg.fast_batch_size)
+            result.to_csv(paths["csv"] + ".tmp", **extra)
+            os.replace(paths["csv"] + ".tmp", paths["csv"])
+            means = " ".join(f"{m:.2f}" for m in result.mean)
+            print(f"[{name}/{method}_seed{seed}] mean return after 0..{result.n_steps} steps: {means}")
+    print(f"schedule done in {time.perf_counter() - start:.1f} s")
+
+
 def experiment_timing(args: argparse.Namespace) -> None:
     """Seconds per meta-iteration (sampling / inner / meta-step) of FOMAML and MAML on the same env and batches."""
     cfg = make_config(args, "timing")
@@ -441,7 +511,7 @@ def aggregate(out: str, reference: dict[tuple[str, str, int], dict[str, float]])
     for key in sorted(groups):
         experiment, env, method, fast, meta, steps = key
         group = groups[key]
-        paper = reference.get((REFERENCE_ENVS.get(env, ""), REFERENCE_METHODS.get(method, ""), steps), {})
+        paper = reference.get((REFERENCE_ENVS.get(base_env(env), ""), REFERENCE_METHODS.get(method, ""), steps), {})
         rows.append(
             {
                 "experiment": experiment,
@@ -534,8 +604,8 @@ def report(args: argparse.Namespace) -> None:
     for env, table in sorted(by_env.items()):
         methods = [m for m in METHODS if any(k[0] == m for k in table)]
         max_steps = max(k[1] for k in table)
-        ref_env = REFERENCE_ENVS.get(env, "")
-        md += [f"## {ENV_TITLES.get(env, env)}: return after k adaptation steps", ""]
+        ref_env = REFERENCE_ENVS.get(base_env(env), "")
+        md += [f"## {env_title(env)}: return after k adaptation steps", ""]
         header = ["method", "seeds", *[steps_label(k) for k in range(max_steps + 1)]]
         lines = []
         for method in methods:
@@ -547,8 +617,8 @@ def report(args: argparse.Namespace) -> None:
                 cells = [f"{r['mean']:.2f} ± {r['stderr']:.2f}" if r else "" for r in ref]
                 lines.append([f"MAML paper: {ref_method}", "", *cells])
         md += markdown_table(header, lines)
-        if env in ENV_NOTES:
-            md += [f"Note: {ENV_NOTES[env]}", ""]
+        if base_env(env) in ENV_NOTES:
+            md += [f"Note: {ENV_NOTES[base_env(env)]}", ""]
         figures.append(plot_env(plt, out, env, table, methods, reference))
 
     comparisons = []
@@ -650,10 +720,17 @@ def wall_clock_rows(out: str) -> list[list[Any]]:
     ]
 
 
+def env_title(env: str) -> str:
+    title = ENV_TITLES.get(base_env(env), base_env(env))
+    if "@" in env:
+        title += ", step sizes " + env.split("@")[1].replace("-", ", ")
+    return title
+
+
 def plot_env(plt: Any, out: str, env: str, table: dict, methods: list[str], reference: dict) -> str:
     """Return vs gradient steps for every method run here, and the MAML paper's curves (dashed) for this env."""
     fig, ax = plt.subplots(figsize=(7, 5))
-    ref_env = REFERENCE_ENVS.get(env, "")
+    ref_env = REFERENCE_ENVS.get(base_env(env), "")
     max_steps = 0
     for method in methods:
         steps = sorted(k for m, k in table if m == method)
@@ -677,12 +754,12 @@ def plot_env(plt: Any, out: str, env: str, table: dict, methods: list[str], refe
     ax.set_xticks(range(max_steps + 1))
     ax.set_xlabel("number of gradient steps")
     ax.set_ylabel("average return")
-    ax.set_title(ENV_TITLES.get(env, env))
+    ax.set_title(env_title(env))
     ax.legend(fontsize=8)
-    if env in ENV_NOTES:
-        fig.text(0.01, 0.01, "Note: " + ENV_NOTES[env], fontsize=7, wrap=True, va="bottom")
+    if base_env(env) in ENV_NOTES:
+        fig.text(0.01, 0.01, "Note: " + ENV_NOTES[base_env(env)], fontsize=7, wrap=True, va="bottom")
         fig.subplots_adjust(bottom=0.2)
-    path = os.path.join(out, f"{env}.png")
+    path = os.path.join(out, f"{env.replace('@', '_lr')}.png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -772,6 +849,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablation = sub.add_parser("ablation", parents=[common], help="Figs. 1-2: FOMAML vs batch sizes on PointMass")
     ablation.add_argument("--fast-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
     ablation.add_argument("--meta-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
+    schedule = sub.add_parser("schedule", parents=[common], help="re-evaluate saved runs with one step size per step")
+    schedule.add_argument("--env", default="pointmass-origin", help="runs to re-evaluate (runs/<env>/)")
+    schedule.add_argument("--step-sizes", type=float, nargs="+", default=[0.1, 0.05, 0.05], help="one per test step")
     rep = sub.add_parser("report", parents=[common], help="summary.csv, summary.md and PNGs from the runs present")
     rep.add_argument("--reference", default=DEFAULT_REFERENCE, help="MAML reference CSV (../shared/reference/... of the repo)")
     everything = sub.add_parser("all", parents=[common], help="pointmass, ablation, timing, ant, then report")
@@ -796,6 +876,7 @@ def main(argv: list[str] | None = None) -> None:
             "ant": experiment_ant,
             "timing": experiment_timing,
             "ablation": experiment_ablation,
+            "schedule": experiment_schedule,
             "report": report,
         }[args.experiment](args)
     print(f"{args.experiment}: {time.perf_counter() - start:.1f} s wall-clock")

@@ -163,3 +163,35 @@ def test_adapt_keeps_wrappers_and_rejects_task_mixtures():
         model.adapt_tasks(tasks, n_steps=1, env=TaskMixture(OracleObservation(point_mass())))
     with pytest.raises(ValueError, match="task mixture"):
         FOMAML("MlpPolicy", point_mass(sample_task_on_reset=True), **small_kwargs(seed=0))
+
+
+def test_one_step_size_per_adaptation_step(trained):
+    """adapt_lr=[a, b]: step 1 moves by a, step 2 by b (checked on the very episodes each step used)."""
+    model, _ = trained
+    tasks = point_mass(seed=11).sample_tasks(2)
+    # the same number for every step is the scalar, bit for bit
+    same = model.adapt_tasks(tasks, n_steps=2, n_episodes=2, seed=0, adapt_lr=[0.3, 0.3])
+    scalar = model.adapt_tasks(tasks, n_steps=2, n_episodes=2, seed=0, adapt_lr=0.3)
+    assert params_equal(same[0], scalar[0])
+    np.testing.assert_array_equal(same[1], scalar[1])
+
+    venv, _ = model._adaptation_venv(model.task_env, len(tasks) * 2)
+    venv.seed(0)
+    batches, adapted, _, _ = model._sample_and_adapt(venv, tasks, 2, 2, None, sample_last=True, step_sizes=[0.3, 0.05])
+    objective = model.objective
+    theta = model.meta_parameters()
+    first = objective.inner_step(theta, batches[0].flat(), shared=True, create_graph=False, step_size=0.3)
+    assert params_equal(batches[1].sampling_params, first)  # the second batch was sampled with θ − 0.3 ∇L
+    second = objective.inner_step(first, batches[1].flat(), shared=False, create_graph=False, step_size=0.05)
+    assert params_equal(adapted, second)
+    scaled = objective.inner_step(first, batches[1].flat(), shared=False, create_graph=False, step_size=0.3)
+    assert not params_equal(adapted, scaled)
+
+    theta_before = model.meta_parameters()
+    with pytest.raises(ValueError, match="one positive number per adaptation step"):
+        model.adapt_tasks(tasks, n_steps=3, adapt_lr=[0.1, 0.05])
+    with pytest.raises(ValueError, match="adapt_lr"):
+        model.adapt(tasks[0], steps=2, adapt_lr=[0.1, -0.05])
+    assert params_equal(model.meta_parameters(), theta_before)
+    adapted_model = model.adapt(tasks[0], steps=2, adapt_lr=(0.2, 0.1), seed=0)
+    assert adapted_model.adaptation_returns.shape == (3,)

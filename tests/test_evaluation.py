@@ -282,6 +282,17 @@ def test_result_rows_and_csv_round_trip(tmp_path):
     assert summary[1]["mean_return"] == pytest.approx(result.mean[1]) and summary[1]["stderr"] == pytest.approx(
         result.stderr[1]
     )
+    # one step size per step round-trips too
+    schedule = evaluate_adaptation(fomaml(), point_mass(), n_tasks=2, n_steps=2, n_episodes=2, seed=0, adapt_lr=[0.1, 0.05])
+    assert schedule.adapt_lr == [0.1, 0.05]
+    np.testing.assert_array_equal(
+        schedule.returns[:, :2],
+        evaluate_adaptation(fomaml(), point_mass(), n_tasks=2, n_steps=1, n_episodes=2, seed=0, adapt_lr=0.1).returns,
+    )  # the first step is the same
+    schedule.to_csv(tmp_path / "schedule.csv")
+    assert AdaptationResult.from_csv(tmp_path / "schedule.csv").adapt_lr == [0.1, 0.05]
+    with pytest.raises(ValueError, match="one positive number per adaptation step"):
+        evaluate_adaptation(fomaml(), point_mass(), n_tasks=2, n_steps=3, adapt_lr=[0.1, 0.05])
     with pytest.raises(ValueError, match="two rows"):
         AdaptationResult.from_rows(rows + rows)
     pd = pytest.importorskip("pandas")
@@ -434,6 +445,18 @@ def test_reproduce_pointmass_skip_and_report(tmp_path, capsys):
     assert mtimes == {p: p.stat().st_mtime_ns for p in runs.iterdir()}
     reproduce.main(["ablation", "--out", out, *TINY, "--fast-batch-sizes", "2", "3", "--meta-batch-sizes", "2"])
     reproduce.main(["timing", "--out", out, *TINY, "--env", "pointmass-origin", "--iterations", "2"])
+    # re-evaluation of the saved runs with one step size per step: the first step is the same as the runs' own
+    reproduce.main(
+        ["schedule", "--out", out, "--seeds", "0", "--methods", "maml", "pretrained", "--step-sizes", "0.1", "0.02"]
+    )
+    rerun = tmp_path / "results" / "runs" / "pointmass-origin@0.1-0.02"
+    assert sorted(p.name for p in rerun.glob("*.csv")) == ["maml_seed0.csv", "pretrained_seed0.csv"]
+    again = AdaptationResult.from_csv(rerun / "maml_seed0.csv")
+    assert again.adapt_lr == [0.1, 0.02] and again.tasks == maml.tasks
+    np.testing.assert_array_equal(again.returns[:, :2], maml.returns[:, :2])
+    assert not np.array_equal(again.returns[:, 2], maml.returns[:, 2])
+    with pytest.raises(SystemExit, match="2 values expected"):
+        reproduce.main(["schedule", "--out", out, "--seeds", "0", "--methods", "fomaml", "--step-sizes", "0.1"])
     reference = tmp_path / "reference.csv"
     reference.write_text(
         "env,method,grad_steps,n_tasks,mean_return,std_across_tasks,stderr\nPointMass2D,maml,0,40,-40.0,12.0,2.0\n"
@@ -449,6 +472,8 @@ def test_reproduce_pointmass_skip_and_report(tmp_path, capsys):
     markdown = (results / "summary.md").read_text()
     assert "FOMAML vs MAML" in markdown and ("as well as" in markdown or "than MAML" in markdown)
     assert "MAML paper: maml" in markdown and "Ablation" in markdown and "Meta-iteration time" in markdown
+    assert "PointMass (start at the origin), step sizes 0.1, 0.02" in markdown
+    assert (results / "pointmass-origin_lr0.1-0.02.png").exists()
 
 
 def test_report_statistics():

@@ -51,6 +51,20 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def _check_step_sizes(adapt_lr: Any, n_steps: int, default: float) -> list[float]:
+    """The step size of each of ``n_steps`` adaptation steps: one number for all, or one per step."""
+    if adapt_lr is None:
+        return [default] * n_steps
+    if np.ndim(adapt_lr) == 0:
+        return [_check_positive_float("adapt_lr", adapt_lr)] * n_steps
+    if len(adapt_lr) != n_steps:
+        raise ValueError(
+            f"adapt_lr must be a positive number or one positive number per adaptation step ({n_steps}), "
+            f"got {len(adapt_lr)} values: {list(adapt_lr)!r}"
+        )
+    return [_check_positive_float("adapt_lr", value) for value in adapt_lr]
+
+
 def _check_positive_float(name: str, value: Any) -> float:
     try:
         value = float(value)
@@ -274,9 +288,18 @@ class MetaAlgorithm(BaseAlgorithm):
         return batch
 
     def _sample_and_adapt(
-        self, venv: VecEnv, tasks: list[Task], n_steps: int, n_episodes: int, on_step: Any, sample_last: bool
+        self,
+        venv: VecEnv,
+        tasks: list[Task],
+        n_steps: int,
+        n_episodes: int,
+        on_step: Any,
+        sample_last: bool,
+        step_sizes: Sequence[float] | None = None,
     ) -> tuple[list[TaskBatch], Params, float, float] | None:
         """Inner loop for all tasks at once: sample, θ_i ← θ_i − α∇L_i(θ_i), ``n_steps`` times.
+
+        ``step_sizes``: α of each step (default ``inner_lr`` for all; adaptation at test time may use others).
 
         :return: the batches (one per step, plus the post-adaptation one when ``sample_last``), the adapted
             stacked parameters, and seconds spent sampling / in inner steps; None if a callback stopped training
@@ -298,7 +321,8 @@ class MetaAlgorithm(BaseAlgorithm):
             if step == n_steps:
                 break
             t0 = time.perf_counter()
-            params = objective.inner_step(params, batch.flat(), shared=not per_task, create_graph=False)  # θ_i − α∇L_i
+            alpha = None if step_sizes is None else step_sizes[step]
+            params = objective.inner_step(params, batch.flat(), shared=not per_task, create_graph=False, step_size=alpha)
             per_task = True
             inner_s += time.perf_counter() - t0
             if not _all_finite(params):  # the adapted policies cannot act: stop here (the caller rejects the iteration)
@@ -479,12 +503,13 @@ class MetaAlgorithm(BaseAlgorithm):
         n_episodes: int | None = None,
         env: Any = None,
         seed: int | None = None,
-        adapt_lr: float | None = None,
+        adapt_lr: float | Sequence[float] | None = None,
     ) -> tuple[Params, np.ndarray]:
         """Adapt to every task at once: ``n_steps`` inner VPG steps from θ, each on fresh episodes.
 
         Leaves the meta-parameters, the training env and every global RNG untouched.
 
+        :param adapt_lr: step size of every step, or one per step (default ``inner_lr``)
         :return: the adapted stacked parameters and the mean return per task before each step and after the
             last one, shape (K, n_steps + 1)
         """
@@ -496,20 +521,15 @@ class MetaAlgorithm(BaseAlgorithm):
         source = env if env is not None else self.task_env
         if source is None:
             raise ValueError("No task distribution: pass env=... (the model has none, e.g. loaded without env)")
+        step_sizes = _check_step_sizes(adapt_lr, n_steps, self.inner_lr)
         venv, _ = self._adaptation_venv(source, len(tasks) * n_episodes)
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
-        saved_lr = self.inner_lr
         devices = [self.device] if self.device.type == "cuda" else []
-        try:
-            if adapt_lr is not None:
-                self.inner_lr = _check_positive_float("adapt_lr", adapt_lr)
-            with th.random.fork_rng(devices=devices):
-                if seed is not None:
-                    th.manual_seed(seed)
-                    venv.seed(seed)
-                result = self._sample_and_adapt(venv, tasks, n_steps, n_episodes, None, sample_last=True)
-        finally:
-            self.inner_lr = saved_lr
+        with th.random.fork_rng(devices=devices):
+            if seed is not None:
+                th.manual_seed(seed)
+                venv.seed(seed)
+            result = self._sample_and_adapt(venv, tasks, n_steps, n_episodes, None, sample_last=True, step_sizes=step_sizes)
         assert result is not None
         batches, adapted, _, _ = result
         if not _all_finite(adapted):
@@ -527,7 +547,7 @@ class MetaAlgorithm(BaseAlgorithm):
         seed: int | None = None,
         n_episodes: int | None = None,
         steps: int | None = None,
-        adapt_lr: float | None = None,
+        adapt_lr: float | Sequence[float] | None = None,
     ) -> SelfMetaAlgorithm:
         """Adapt the meta-policy to one task and return a new model holding the adapted parameters.
 
@@ -536,7 +556,7 @@ class MetaAlgorithm(BaseAlgorithm):
         :param n_steps: inner VPG steps, each on fresh episodes (default 1); ``steps`` is an alias
         :param seed: seed of the adaptation episodes (the global RNGs are left as they were)
         :param n_episodes: episodes per step (default ``fast_batch_size``)
-        :param adapt_lr: step size (default ``inner_lr``)
+        :param adapt_lr: step size of every step, or one per step (default ``inner_lr``)
         :return: a model of the same class whose policy holds θ_task; the original model is unchanged
         """
         if n_steps is not None and steps is not None and n_steps != steps:

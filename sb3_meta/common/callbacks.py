@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -52,7 +53,7 @@ class MetaEvalCallback(BaseCallback):
         tasks as JSON) and ``evaluations.csv`` (mean and standard error per step); None: do not write
     :param seed: seed of the held-out tasks and of the evaluation episodes
     :param deterministic: measure the returns with the mean action (see ``evaluate_adaptation``)
-    :param adapt_lr: step size of the adaptation (default: the model's ``inner_lr``)
+    :param adapt_lr: step size of the adaptation steps, or one per step (default: the model's ``inner_lr``)
     :param verbose: 0: silent, 1: print every evaluation
     """
 
@@ -67,7 +68,7 @@ class MetaEvalCallback(BaseCallback):
         log_path: str | None = None,
         seed: int = 0,
         deterministic: bool = False,
-        adapt_lr: float | None = None,
+        adapt_lr: float | Sequence[float] | None = None,
         verbose: int = 1,
     ) -> None:
         super().__init__(verbose=verbose)

@@ -26,7 +26,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from sb3_meta.common.base_class import MetaAlgorithm
+from sb3_meta.common.base_class import MetaAlgorithm, _check_step_sizes
 from sb3_meta.common.policies import MetaActorCriticPolicy
 from sb3_meta.common.rollout import collect_task_batch
 from sb3_meta.envs.core import Task
@@ -52,6 +52,23 @@ _EVAL_TASK_STREAM = 0xE7A1
 
 
 # --- results ----------------------------------------------------------------------------------------------------
+def _step_sizes_to_cell(adapt_lr: float | list[float] | None) -> float | str | None:
+    """A table cell: the step size, or the per-step sizes joined by ';' (CSV-safe)."""
+    if adapt_lr is None or np.ndim(adapt_lr) == 0:
+        return adapt_lr  # type: ignore[return-value]
+    return ";".join(repr(float(a)) for a in adapt_lr)  # type: ignore[union-attr]
+
+
+def _step_sizes_from_cell(cell: Any) -> float | list[float] | None:
+    if cell is None or cell == "":
+        return None
+    if isinstance(cell, str) and ";" in cell:
+        return [float(a) for a in cell.split(";")]
+    if isinstance(cell, (list, tuple)):
+        return [float(a) for a in cell]
+    return float(cell)
+
+
 @dataclasses.dataclass
 class AdaptationResult:
     """Per-task mean returns before adaptation and after each adaptation step.
@@ -59,14 +76,14 @@ class AdaptationResult:
     :param returns: mean episode return per task (rows) and number of adaptation steps (columns ``0..n_steps``)
     :param tasks: the tasks, in the order of the rows
     :param n_episodes: episodes per task and step
-    :param adapt_lr: step size of the VPG steps
+    :param adapt_lr: step size of the VPG steps (one number, or one per step)
     :param deterministic: whether the returns were measured with the mean action
     """
 
     returns: np.ndarray
     tasks: list[Task]
     n_episodes: int | None = None
-    adapt_lr: float | None = None
+    adapt_lr: float | list[float] | None = None
     deterministic: bool = False
 
     #: Columns of :meth:`to_rows` / :meth:`to_csv` (before any extra columns).
@@ -125,7 +142,7 @@ class AdaptationResult:
                         "grad_steps": k,
                         "return": float(self.returns[i, k]),
                         "n_episodes": self.n_episodes,
-                        "adapt_lr": self.adapt_lr,
+                        "adapt_lr": _step_sizes_to_cell(self.adapt_lr),
                         "deterministic": self.deterministic,
                     }
                 )
@@ -194,7 +211,7 @@ class AdaptationResult:
             returns=returns,
             tasks=tasks,  # type: ignore[arg-type]
             n_episodes=None if n_episodes in (None, "") else int(n_episodes),
-            adapt_lr=None if adapt_lr in (None, "") else float(adapt_lr),
+            adapt_lr=_step_sizes_from_cell(adapt_lr),
             deterministic=deterministic if isinstance(deterministic, bool) else str(deterministic) == "True",
         )
 
@@ -542,7 +559,7 @@ class _EvalSpec:
     n_episodes: int
     seed: int | None
     deterministic: bool
-    adapt_lr: float
+    adapt_lr: float | list[float]
     horizon: int | None
 
 
@@ -577,10 +594,15 @@ def _prepare(
         n_tasks = _check_int("n_tasks", n_tasks, 1)
     if seed is not None:
         seed = _check_int("seed", seed, 0)
+    step_size: float | list[float]
     if adapt_lr is None:
-        adapt_lr = float(getattr(model, "inner_lr", DEFAULT_ADAPT_LR))
-    elif isinstance(adapt_lr, bool) or not isinstance(adapt_lr, (int, float)) or not np.isfinite(adapt_lr) or adapt_lr <= 0:
-        raise ValueError(f"adapt_lr must be a positive finite number, got {adapt_lr!r}")
+        step_size = float(getattr(model, "inner_lr", DEFAULT_ADAPT_LR))
+    elif isinstance(adapt_lr, bool) or np.ndim(adapt_lr) == 0:
+        if isinstance(adapt_lr, bool) or not isinstance(adapt_lr, (int, float)) or not np.isfinite(adapt_lr) or adapt_lr <= 0:
+            raise ValueError(f"adapt_lr must be a positive finite number, got {adapt_lr!r}")
+        step_size = float(adapt_lr)
+    else:  # one step size per adaptation step
+        step_size = _check_step_sizes(adapt_lr, n_steps, DEFAULT_ADAPT_LR)
     env = _as_task_env(env)
     _check_model(model, env)
     horizon = _env_horizon(env)
@@ -596,7 +618,7 @@ def _prepare(
         if callable(validate):
             for task in tasks:
                 validate(task)
-    return _EvalSpec(env, list(tasks), n_steps, n_episodes, seed, bool(deterministic), float(adapt_lr), horizon)
+    return _EvalSpec(env, list(tasks), n_steps, n_episodes, seed, bool(deterministic), step_size, horizon)
 
 
 def _run_evaluation(model: BaseAlgorithm, spec: _EvalSpec, venvs: _EvalVecEnvs) -> AdaptationResult:
@@ -644,7 +666,7 @@ def evaluate_adaptation(
     tasks: Sequence[Task] | None = None,
     seed: int | None = None,
     deterministic: bool = False,
-    adapt_lr: float | None = None,
+    adapt_lr: float | Sequence[float] | None = None,
 ) -> AdaptationResult:
     """Mean return per task before adaptation and after each of ``1..n_steps`` VPG steps (fresh episodes each).
 
@@ -663,7 +685,9 @@ def evaluate_adaptation(
     :param seed: seed of the task draw and of the episodes (actions and initial states)
     :param deterministic: measure the returns with the mean action, on separate episodes; the adaptation steps
         still use sampled episodes, so the adapted parameters are those of ``deterministic=False``
-    :param adapt_lr: step size (default: the model's ``inner_lr``; 0.1 for models without one)
+    :param adapt_lr: step size of every step (default: the model's ``inner_lr``; 0.1 for models without one), or
+        one step size per step (e.g. ``[0.1, 0.05, 0.05]``: the original MAML test script took later steps at half
+        the first one's learning rate)
     :return: the per-task returns, shape ``(len(tasks), n_steps + 1)``, and their mean / standard error
     """
     spec = _prepare(model, env, n_tasks, n_steps, n_episodes, tasks, seed, deterministic, adapt_lr)

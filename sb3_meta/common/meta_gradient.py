@@ -83,12 +83,18 @@ class MetaObjective:
         return _masked_mean(self.policy.kl(old_dist, dist), batch["mask"])
 
     # --- inner loop -------------------------------------------------------------------------------------
-    def inner_step(self, params: Params, batch: Batch, shared: bool, create_graph: bool) -> Params:
-        """θ_i = θ − α ∇L_i(θ) for every task at once. ``shared``: ``params`` is one set for all tasks."""
+    def inner_step(
+        self, params: Params, batch: Batch, shared: bool, create_graph: bool, step_size: float | None = None
+    ) -> Params:
+        """θ_i = θ − α ∇L_i(θ) for every task at once. ``shared``: ``params`` is one set for all tasks.
+
+        ``step_size``: α for this step (default ``inner_lr``; test-time adaptation may use a schedule).
+        """
         grads = vmap(grad(self.inner_loss), in_dims=(None if shared else 0, 0))(params, batch)
         if not create_graph:
             grads = {k: g.detach() for k, g in grads.items()}
-        return {k: params[k] - self.inner_lr * grads[k] for k in params}
+        alpha = self.inner_lr if step_size is None else step_size
+        return {k: params[k] - alpha * grads[k] for k in params}
 
     def adapt(self, theta: Params, inner_batches: list[Batch], create_graph: bool = False) -> tuple[Params, list[Params]]:
         """Run the inner steps from θ on the stored inner batches.
