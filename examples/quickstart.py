@@ -61,9 +61,12 @@ def main() -> None:
     # Held-out goals from a differently seeded task distribution
     test_env = PointMassTasks(start="origin", seed=10_000 + args.seed)
     tasks = test_env.sample_tasks(args.n_test_tasks)
-    _, returns = model.adapt_tasks(tasks, n_steps=3, n_episodes=20, env=test_env, seed=args.seed)
-    mean = returns.mean(axis=0)
-    stderr = returns.std(axis=0, ddof=1) / np.sqrt(len(tasks))
+    # Step size 0.1 (the inner_lr it was trained with) at every step, and the original MAML test protocol: later
+    # steps at half the first one's step size. The same seed gives the same episodes up to the second step.
+    columns = {}
+    for label, step_sizes in (("FOMAML, 0.1 each step", 0.1), ("FOMAML, 0.1/0.05/0.05", [0.1, 0.05, 0.05])):
+        _, returns = model.adapt_tasks(tasks, n_steps=3, n_episodes=20, env=test_env, seed=args.seed, adapt_lr=step_sizes)
+        columns[label] = (returns.mean(axis=0), returns.std(axis=0, ddof=1) / np.sqrt(len(tasks)))
 
     maml = paper_numbers("maml")
     random_init = paper_numbers("random")
@@ -71,12 +74,14 @@ def main() -> None:
         f"\nFOMAML on PointMass (origin start): {args.iterations} meta-iterations, {model.num_timesteps:,} env steps, "
         f"{train_s / 60:.1f} min; {len(tasks)} held-out goals, 20 episodes per step"
     )
-    print(f"{'grad steps':>10s} {'FOMAML (here)':>18s} {'MAML paper':>11s} {'random init (paper)':>20s}")
+    print(
+        f"{'grad steps':>10s} "
+        + " ".join(f"{label:>22s}" for label in columns)
+        + f" {'MAML paper':>11s} {'random (paper)':>15s}"
+    )
     for k in range(4):
-        print(
-            f"{k:>10d} {mean[k]:>10.2f} ± {stderr[k]:<5.2f} {maml.get(k, float('nan')):>11.2f} "
-            f"{random_init.get(k, float('nan')):>20.2f}"
-        )
+        cells = " ".join(f"{mean[k]:>14.2f} ± {stderr[k]:<5.2f}" for mean, stderr in columns.values())
+        print(f"{k:>10d} {cells} {maml.get(k, float('nan')):>11.2f} {random_init.get(k, float('nan')):>15.2f}")
     print(f"\nSaved the meta-trained model to {args.save}. One-task adaptation: model.adapt(task, steps=3)")
 
 

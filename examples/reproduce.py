@@ -705,6 +705,8 @@ def wall_clock_rows(out: str) -> list[list[Any]]:
         with open(path) as f:
             data = json.load(f)
         group = os.path.relpath(os.path.dirname(path), runs)
+        if "@" in group:  # a re-evaluation of runs listed under their own group: no training of its own
+            continue
         method = data.get("method") or os.path.basename(path).split("_seed")[0]
         groups[(group, method)].append(data)
     return [
