@@ -11,8 +11,9 @@ import pytest
 import torch as th
 from conftest import HORIZON, bandit, params_equal, point_mass, small_kwargs
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from sb3_meta import FOMAML, MAML, Reptile
 from sb3_meta.envs import PointMassTasks, make_task_vec_env
@@ -77,6 +78,27 @@ def test_constructor_accepts_a_task_env_an_id_and_a_task_vec_env():
     assert from_venv.num_timesteps == from_venv.n_inner_steps * HORIZON * 6
 
 
+@pytest.mark.parametrize("vec_env_cls", [DummyVecEnv, SubprocVecEnv])
+def test_sb3_make_vec_env_of_a_task_distribution(vec_env_cls):
+    """The VecEnv SB3 users make themselves: sub-envs in a Monitor, tasks set through env_method."""
+    kwargs = small_kwargs(meta_batch_size=2, fast_batch_size=2)
+    venv = make_vec_env(point_mass, n_envs=4, seed=0, vec_env_cls=vec_env_cls)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # VecMonitor over Monitor-wrapped sub-envs (SB3's notice)
+        model = FOMAML("MlpPolicy", venv, **kwargs, **FAST_TRPO)
+    counter = StepCounter()
+    model.learn(1, callback=counter)
+    passes = 2  # pre- and post-adaptation sampling
+    assert model.num_timesteps == passes * HORIZON * 4 and counter.n_steps == passes * HORIZON
+    # each task went to fast_batch_size sub-envs, through the Monitor wrappers
+    tasks = venv.env_method("get_task")
+    assert tasks[0] == tasks[1] and tasks[2] == tasks[3] and tasks[0] != tasks[2]
+    assert all(th.isfinite(v).all() for v in model.meta_parameters().values())
+    venv.close()
+    with pytest.raises(ValueError, match=r"3 sub-envs.*meta_batch_size x fast_batch_size = 4"):
+        FOMAML("MlpPolicy", make_vec_env(point_mass, n_envs=3), **kwargs)
+
+
 def test_task_vec_env_with_the_wrong_number_of_sub_envs():
     venv = make_task_vec_env(point_mass(), 5)
     with pytest.raises(ValueError, match=r"5 sub-envs.*meta_batch_size x fast_batch_size = 6"):
@@ -88,7 +110,7 @@ def test_envs_that_are_not_task_distributions():
         MAML("MlpPolicy", gym.make("CartPole-v1"), **small_kwargs())
     with pytest.raises(ValueError, match="not a task distribution"):
         MAML("MlpPolicy", "CartPole-v1", **small_kwargs())
-    with pytest.raises(ValueError, match="set_tasks"):
+    with pytest.raises(ValueError, match="sub-envs are not task distributions"):
         MAML("MlpPolicy", DummyVecEnv([lambda: gym.make("CartPole-v1")] * 4), **small_kwargs())
     with pytest.raises(ValueError, match="env must be"):
         MAML("MlpPolicy", 42, **small_kwargs())

@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -34,7 +34,13 @@ from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 from sb3_meta.common.rng import get_rng_state, set_rng_state, unwrap_task_vec_env
 from sb3_meta.common.rollout import TaskBatch, collect_task_batch
 from sb3_meta.envs.core import Task
-from sb3_meta.envs.vec_env import get_task_env, is_task_vec_env, make_task_vec_env
+from sb3_meta.envs.vec_env import (
+    TaskVecEnvWrapper,
+    get_task_env,
+    is_task_vec_env,
+    make_task_vec_env,
+    sub_envs_are_task_distributions,
+)
 
 __all__ = ["AdaptationStats", "MetaAlgorithm"]
 
@@ -101,7 +107,8 @@ class MetaAlgorithm(BaseAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[MetaActorCriticPolicy]]] = {"MlpPolicy": MetaActorCriticPolicy}
+    # narrower than BaseAlgorithm's dict[str, type[BasePolicy]] (invariant dict): only meta-policies are accepted
+    policy_aliases: ClassVar[dict[str, type[MetaActorCriticPolicy]]] = {"MlpPolicy": MetaActorCriticPolicy}  # type: ignore[assignment]
     policy: MetaActorCriticPolicy
     #: whether the outer step needs episodes sampled with the adapted parameters (MAML: yes, Reptile: no)
     _needs_post_adaptation_batch: ClassVar[bool] = True
@@ -184,10 +191,13 @@ class MetaAlgorithm(BaseAlgorithm):
                     "meta-learning yet. Pass the task VecEnv without VecNormalize."
                 )
             if not is_task_vec_env(env):
-                raise ValueError(
-                    f"{type(env).__name__} has no set_tasks/get_tasks: pass a task distribution or a VecEnv made by "
-                    "sb3_meta.envs.make_task_vec_env"
-                )
+                if not sub_envs_are_task_distributions(env):
+                    raise ValueError(
+                        f"{type(env).__name__} has no set_tasks/get_tasks and its sub-envs are not task distributions: "
+                        "pass a task distribution, a VecEnv made by sb3_meta.envs.make_task_vec_env, or an SB3 VecEnv "
+                        "of task distributions (e.g. make_vec_env('sb3_meta/PointMass-v0', n_envs=...))"
+                    )
+                env = TaskVecEnvWrapper(env)  # e.g. make_vec_env(...) of a task distribution: tasks via env_method
             if n_envs is not None and env.num_envs != n_envs:
                 raise ValueError(
                     f"The VecEnv has {env.num_envs} sub-envs, but meta_batch_size x fast_batch_size = {n_envs}: "
@@ -200,7 +210,7 @@ class MetaAlgorithm(BaseAlgorithm):
                 # env), so that the model's seed and checkpoints cover task sampling: sub-env 0's own task RNG is
                 # only seeded at the first reset, after the first meta-batch of tasks has been drawn.
                 task_env = copy.deepcopy(get_task_env(inner.envs[0]))
-            venv = env if isinstance(env, VecMonitor) else VecMonitor(env)
+            venv: VecEnv = env if isinstance(env, VecMonitor) else VecMonitor(env)
             return venv, task_env
         if not isinstance(env, gym.Env):
             raise ValueError(
@@ -255,7 +265,8 @@ class MetaAlgorithm(BaseAlgorithm):
                 f"The VecEnv has {self.env.num_envs} sub-envs; expected meta_batch_size x fast_batch_size = "
                 f"{self.meta_batch_size * self.fast_batch_size}"
             )
-        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        # policy_class is typed type[BasePolicy]; the class is checked just below
+        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)  # type: ignore[assignment]
         if not isinstance(self.policy, MetaActorCriticPolicy):
             raise ValueError(f"policy must be a MetaActorCriticPolicy, got {type(self.policy).__name__}")
         self.policy = self.policy.to(self.device)
@@ -573,9 +584,9 @@ class MetaAlgorithm(BaseAlgorithm):
             task = get_task_env(env).get_task()
         else:
             raise ValueError("adapt needs a task (from sample_tasks()) or an env set to a task")
-        adapted, returns = self.adapt_tasks(
-            [task], n_steps=n_steps, n_episodes=n_episodes, env=task_source, seed=seed, adapt_lr=adapt_lr
-        )  # type: ignore[arg-type]
+        adapted, returns = self.adapt_tasks(  # n_steps is an int here: steps stands in for a None n_steps
+            [task], n_steps=cast(int, n_steps), n_episodes=n_episodes, env=task_source, seed=seed, adapt_lr=adapt_lr
+        )
         buffer = io.BytesIO()
         self.save(buffer)
         buffer.seek(0)
@@ -587,7 +598,7 @@ class MetaAlgorithm(BaseAlgorithm):
         new_model._load_meta_parameters({k: v[0] for k, v in adapted.items()})
         new_model.task_env = copy.deepcopy(get_task_env(task_source))
         new_model.task_env.reset_task(task)
-        new_model.adaptation_returns = returns[0]
+        new_model.adaptation_returns = returns[0]  # type: ignore[attr-defined]  # only models from adapt() have it
         return new_model
 
     # --- checkpoints -----------------------------------------------------------------------------
@@ -630,10 +641,11 @@ class MetaAlgorithm(BaseAlgorithm):
             path.seek(start)  # type: ignore[union-attr]
         task_env = None
         if env is not None:
-            n_envs = data["meta_batch_size"] * data["fast_batch_size"]
+            # data is not None here: a None data has no _checkpoint_class and was rejected above
+            n_envs = data["meta_batch_size"] * data["fast_batch_size"]  # type: ignore[index]
             env, task_env = cls._make_task_env(env, n_envs, None)
             try:
-                check_for_correct_spaces(env, data["observation_space"], data["action_space"])
+                check_for_correct_spaces(env, data["observation_space"], data["action_space"])  # type: ignore[index]
             except ValueError as e:
                 raise ValueError(f"The env given to load does not match the checkpoint: {e}") from e
         model = super().load(
@@ -673,7 +685,8 @@ def _is_wrapped_in(env: Any, wrapper_name: str) -> bool:
 
 
 def _all_subclasses(cls: type) -> list[type]:
-    out = []
+    out: list[type] = []
+    sub: type  # type.__subclasses__ returns list[Self], which mypy cannot solve for a plain type
     for sub in cls.__subclasses__():
         out.append(sub)
         out.extend(_all_subclasses(sub))

@@ -442,7 +442,7 @@ def _check_same_distribution(source: ActorCriticPolicy, meta_policy: MetaActorCr
         batch = np.stack([np.asarray(o) for o in obs])
     with th.no_grad():
         obs_t, _ = source.obs_to_tensor(batch)
-        dist = source.get_distribution(obs_t).distribution
+        dist: Any = source.get_distribution(obs_t).distribution  # a Normal or a Categorical here (SB3: Distribution | list)
         mine = meta_policy.actor_dist_params(obs_t)  # type: ignore[arg-type]
         if isinstance(source.action_dist, DiagGaussianDistribution):
             assert mine.log_std is not None
@@ -540,7 +540,7 @@ def _evaluation_view(model: MetaAlgorithm, env: gym.Env, venvs: _EvalVecEnvs) ->
     """A shallow copy of ``model`` whose ``adapt_tasks`` samples ``env`` through ``venvs``: the evaluation's own
     cache of VecEnvs, so that evaluating (e.g. from a callback) leaves the model's state untouched."""
     view = copy.copy(model)
-    view._adaptation_venv = lambda source, n_envs: (venvs.get(source, n_envs, "adapt"), get_task_env(source))  # type: ignore[method-assign]
+    view._adaptation_venv = lambda source, n_envs: (venvs.get(source, n_envs, "adapt"), get_task_env(source))  # type: ignore[method-assign, assignment]
     if model.max_episode_steps is None:
         horizon = _env_horizon(env)
         if horizon is not None:
@@ -585,7 +585,7 @@ def _prepare(
     tasks: Sequence[Task] | None,
     seed: int | None,
     deterministic: bool,
-    adapt_lr: float | None,
+    adapt_lr: float | Sequence[float] | None,
 ) -> _EvalSpec:
     """Check every argument (ValueError before any work) and draw the tasks."""
     n_steps = _check_int("n_steps", n_steps, 0)

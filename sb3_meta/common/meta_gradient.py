@@ -198,7 +198,7 @@ class MetaObjective:
             kl = self.kl_of_theta(leaves, inner_batches, outer, old_dist)
             g = th.autograd.grad(kl, [leaves[k] for k in names], create_graph=True)
             gv = sum((gi * v[k]).sum() for gi, k in zip(g, names))
-            hv = th.autograd.grad(gv, [leaves[k] for k in names])
+            hv = th.autograd.grad(gv, [leaves[k] for k in names])  # type: ignore[arg-type]  # sum of tensors: a Tensor
             return dict(zip(names, hv))
 
         return product
@@ -269,7 +269,8 @@ class OuterProblem:
         with th.enable_grad():
             self._leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}
             self._dist = self._dist_fn(self._leaves)
-        self.old_dist = DistParams(*(None if t is None else t.detach() for t in self._dist))
+        # loc is never None, which the generator's element type (Tensor | None) cannot say (also below)
+        self.old_dist = DistParams(*(None if t is None else t.detach() for t in self._dist))  # type: ignore[arg-type]
         self.old_log_prob = vmap(policy.log_prob)(self.old_dist, outer["actions"])
         self._inner_hvps = [] if objective.first_order else [objective.inner_hvp_fn(p, b) for p, b in zip(path, inner_batches)]
         # forward-mode half of the Fisher products: the actor linearised once (plain MLPs), else torch.func.jvp
@@ -301,11 +302,11 @@ class OuterProblem:
     def surrogate_and_gradient(self) -> tuple[th.Tensor, Params]:
         """S = mean_i s_i at θ (ratios are 1) and g = ∇_θ S = mean_i J_iᵀ ∇_{θ_i} s_i."""
         with th.enable_grad():
-            dist = DistParams(*(None if t is None else t.clone().requires_grad_(True) for t in self.old_dist))
+            dist = DistParams(*(None if t is None else t.clone().requires_grad_(True) for t in self.old_dist))  # type: ignore[arg-type]
             surrogate = vmap(self.objective.surrogate_of_dist)(dist, self.outer, self.old_log_prob).mean()
             inputs = [t for t in dist if t is not None]
             cotangent = iter(th.autograd.grad(surrogate, inputs))
-        per_task = self._network_vjp(DistParams(*(None if t is None else next(cotangent) for t in dist)))
+        per_task = self._network_vjp(DistParams(*(None if t is None else next(cotangent) for t in dist)))  # type: ignore[arg-type]
         per_task = self._jacobian_tvp(per_task)  # the 1/K of the task mean is already in the cotangent: sum
         return surrogate.detach(), {k: v.sum(dim=0) for k, v in per_task.items()}
 

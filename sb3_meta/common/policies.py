@@ -156,7 +156,8 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
     def actor_dist_params(self, obs: th.Tensor) -> DistParams:
         """Distribution parameters for a batch of observations, using the module's own parameters."""
         # SB3 preprocessing casts observations to float32; follow the parameters' dtype (float64 in gradient checks)
-        features = self.extract_features(obs, self.pi_features_extractor).to(self.action_net.weight.dtype)
+        # SB3 types extract_features as Tensor | tuple and nn.Module attributes as Tensor | Module
+        features = self.extract_features(obs, self.pi_features_extractor).to(self.action_net.weight.dtype)  # type: ignore[union-attr, arg-type]
         latent_pi = self.mlp_extractor.forward_actor(features)
         out = self.action_net(latent_pi)
         if isinstance(self.action_dist, DiagGaussianDistribution):
@@ -167,7 +168,8 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
 
     def functional_dist_params(self, params: Params, obs: th.Tensor) -> DistParams:
         """``actor_dist_params`` under the parameters ``params`` (a dict as from :meth:`actor_parameters`)."""
-        return th.func.functional_call(self._actor_head, {f"policy.{k}": v for k, v in params.items()}, (obs,), strict=False)
+        # set through __dict__ (see __init__); nn.Module.__getattr__ is typed Tensor | Module
+        return th.func.functional_call(self._actor_head, {f"policy.{k}": v for k, v in params.items()}, (obs,), strict=False)  # type: ignore[arg-type]
 
     def actor_tangent_fn(self, params: Params, obs: th.Tensor) -> Callable[[Params], DistParams] | None:
         """Forward-mode derivative u ↦ (∂dist/∂θ_i) u_i of the actor at stacked parameters, with the forward pass cached.
@@ -207,7 +209,7 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
         weight_dtype = params[layers[0][0]].dtype
         with th.no_grad():
             features = self.extract_features(obs.reshape(n_tasks * n_samples, *obs.shape[2:]), extractor)
-            x = features.to(weight_dtype).reshape(n_tasks, n_samples, -1)
+            x = features.to(weight_dtype).reshape(n_tasks, n_samples, -1)  # type: ignore[union-attr]  # a Tensor, as above
             cache: list[tuple[th.Tensor, th.Tensor | None]] = []  # (layer input, σ'(z) or None)
             for weight, bias, activation in layers:
                 z = th.bmm(x, params[weight].transpose(1, 2))

@@ -221,7 +221,8 @@ def collect_task_batch(
         rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
         mask_buf.append(th.as_tensor(active, dtype=th.float32, device=device))
         active = active & ~dones
-        if on_step is not None and on_step(new_obs, rewards, dones, infos) is False:
+        # VecEnvObs also covers dict/tuple observations; the meta-policies' are arrays
+        if on_step is not None and on_step(new_obs, rewards, dones, infos) is False:  # type: ignore[arg-type]
             return None
         obs = new_obs
         if not active.any():

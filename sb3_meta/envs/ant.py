@@ -79,7 +79,7 @@ class _AntTasks(MujocoTaskEnv, AntEnv):
             "contact_cost_weight": contact_cost_weight,
             "healthy_reward": healthy_reward,
         }
-        weights = {name: preset[name] if value is None else float(value) for name, value in given.items()}
+        weights: dict[str, Any] = {name: preset[name] if value is None else float(value) for name, value in given.items()}
         if not all(np.isfinite(list(weights.values()))):
             raise ValueError(f"Reward coefficients must be finite, got {weights}")
         if isinstance(max_episode_steps, bool) or int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
@@ -90,8 +90,8 @@ class _AntTasks(MujocoTaskEnv, AntEnv):
             xml_file=xml_file,
             frame_skip=frame_skip,
             terminate_when_unhealthy=terminate_when_unhealthy,
-            healthy_z_range=tuple(healthy_z_range),
-            contact_force_range=tuple(contact_force_range),
+            healthy_z_range=tuple(healthy_z_range),  # type: ignore[arg-type]  # a pair: tuple() drops the length
+            contact_force_range=tuple(contact_force_range),  # type: ignore[arg-type]  # a pair, as above
             reset_noise_scale=reset_noise_scale,
             exclude_current_positions_from_observation=exclude_current_positions_from_observation,
             include_cfrc_ext_in_observation=include_cfrc_ext_in_observation,

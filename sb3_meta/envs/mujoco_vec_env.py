@@ -355,7 +355,7 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
         self._apply_tasks(np.arange(n), self._tasks)
         self._np_randoms = [seeding.np_random(None)[0] for _ in range(n)]
         self._elapsed = np.zeros(n, dtype=np.int64)
-        self._actions = np.zeros((n, *self.action_space.shape))
+        self._actions = np.zeros((n, *self.action_space.shape))  # type: ignore[misc]  # Space.shape is Optional; a Box's is set
         self._x = np.zeros(n)
         self._reset_envs(np.arange(n))  # a valid state even if stepped before reset()
 

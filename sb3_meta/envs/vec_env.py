@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from sb3_meta.envs.core import Task, TaskEnv, as_task_list
@@ -24,6 +24,7 @@ __all__ = [
     "BatchedTaskVecEnv",
     "TaskDummyVecEnv",
     "TaskSubprocVecEnv",
+    "TaskVecEnvWrapper",
     "check_actions",
     "get_task_env",
     "is_task_vec_env",
@@ -80,7 +81,7 @@ def get_task_env(env: Any) -> TaskEnv:
             f"{type(base).__name__} is not a task distribution: it lacks {', '.join(missing)}. "
             "Use an env from sb3_meta.envs or subclass sb3_meta.envs.TaskEnv."
         )
-    return base
+    return cast(TaskEnv, base)
 
 
 def _checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
@@ -102,7 +103,7 @@ class _TaskVecEnvMixin:
 
     def set_tasks(self, tasks: Sequence[Task], indices: VecEnvIndices = None) -> None:
         """Give sub-env ``indices[k]`` the task ``tasks[k]``; all tasks are validated before any is applied."""
-        idx = _checked_indices(self, indices)
+        idx = _checked_indices(cast(VecEnv, self), indices)  # the mixin only comes before a VecEnv base
         tasks = as_task_list(tasks, self._task_type(), len(idx), f"{type(self).__name__}.set_tasks")
         # The sub-envs' own checks (validate_task) run on every task before any sub-env switches.
         for i, task in zip(idx, tasks, strict=True):
@@ -133,6 +134,32 @@ class TaskDummyVecEnv(_TaskVecEnvMixin, DummyVecEnv):
 
 class TaskSubprocVecEnv(_TaskVecEnvMixin, SubprocVecEnv):
     """SB3 ``SubprocVecEnv`` over task distributions, with ``set_tasks`` / ``get_tasks``."""
+
+
+class TaskVecEnvWrapper(_TaskVecEnvMixin, VecEnvWrapper):
+    """``set_tasks`` / ``get_tasks`` on top of any SB3 VecEnv whose sub-envs are task distributions.
+
+    For the VecEnvs SB3 users already make, e.g. ``make_vec_env("sb3_meta/PointMass-v0", n_envs=400)``
+    (DummyVecEnv or SubprocVecEnv, sub-envs in a Monitor): tasks reach the sub-envs through ``env_method``,
+    which SB3 forwards through gymnasium wrappers.
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        super().__init__(venv)
+
+    def reset(self) -> VecEnvObs:
+        return self.venv.reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        return self.venv.step_wait()
+
+
+def sub_envs_are_task_distributions(venv: VecEnv) -> bool:
+    """Whether every sub-env of ``venv`` (through its wrappers) has ``sample_tasks`` / ``reset_task`` / ``get_task``."""
+    try:
+        return all(all(callable(m) for m in venv.get_attr(name)) for name in ("sample_tasks", "reset_task", "get_task"))
+    except AttributeError:
+        return False
 
 
 class BatchedTaskVecEnv(VecEnv):
@@ -428,7 +455,8 @@ def make_task_vec_env(
 
             return _make
 
-        venv = vec_env_cls([make_env(i) for i in range(n_envs)])  # type: ignore[call-arg]
+        # VecEnv's own __init__ takes the spaces; its subclasses here take env factories
+        venv = vec_env_cls([make_env(i) for i in range(n_envs)])  # type: ignore[call-arg, arg-type]
         if not is_task_vec_env(venv):
             raise ValueError(f"{vec_env_cls.__name__} lacks set_tasks/get_tasks; use TaskDummyVecEnv or TaskSubprocVecEnv")
     if seed is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
@@ -130,7 +131,7 @@ class MAML(MetaAlgorithm):
         # The TRPO problem at θ, built once: one forward pass of the adapted policies θ_i on D_i' (π_old = π_{θ_i})
         # and, for MAML, the graphs of the inner gradients along the inner-loop path θ_i^(s) (reused, not recomputed)
         path = [b.sampling_params for b in batches[:-1]]
-        problem = objective.outer_problem(path, inner, adapted, outer)
+        problem = objective.outer_problem(path, inner, adapted, outer)  # type: ignore[arg-type]  # _sample_and_adapt set them
         old_log_prob, old_dist = problem.old_log_prob, problem.old_dist
 
         # Meta-gradient g = ∇_θ mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â] = mean_i J_iᵀ ∇_{θ_i} s_i  (J_i = I for FOMAML)
@@ -140,7 +141,7 @@ class MAML(MetaAlgorithm):
 
         # KL Hessian H = mean_i J_iᵀ F_i J_i, then the TRPO step s = (H + λI)⁻¹ g, line search
         if self.hvp == "exact":
-            hvp = problem.kl_hvp
+            hvp: Callable[[Params], Params] = problem.kl_hvp
         else:
             hvp = objective.kl_hvp_finite_difference(theta, inner, outer, old_dist)
 

@@ -107,5 +107,5 @@ class Reptile(MetaAlgorithm):
         if not all(th.isfinite(u).all() for u in update.values()):
             return None
         self._load_meta_parameters({k: theta[k] + epsilon * update[k] for k in theta})
-        norm = float(th.sqrt(sum((u**2).sum() for u in update.values())))
+        norm = float(th.sqrt(sum((u**2).sum() for u in update.values())))  # type: ignore[arg-type]  # sum of tensors: a Tensor
         return {"train/outer_lr": epsilon, "train/update_norm": norm}
