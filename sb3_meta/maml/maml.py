@@ -31,8 +31,8 @@ class MAML(MetaAlgorithm):
     through the inner update (``first_order=False``) or not (``first_order=True``: FOMAML).
 
     :param policy: The policy model to use (MlpPolicy)
-    :param env: a task distribution, a registered id (e.g. ``"sb3_meta/AntVel-v0"``) or a task VecEnv with
-        ``meta_batch_size * fast_batch_size`` sub-envs
+    :param env: a task distribution, a registered id (e.g. ``"sb3_meta/AntVel-v0"``), a task VecEnv or an SB3 VecEnv of
+        task distributions (``make_vec_env``), with ``meta_batch_size * fast_batch_size`` sub-envs
     :param meta_batch_size: tasks per meta-iteration (40)
     :param fast_batch_size: episodes per task and sampling pass (20)
     :param inner_lr: α, inner VPG learning rate (0.1)

@@ -25,8 +25,8 @@ class Reptile(MetaAlgorithm):
     With one inner step Reptile is plain policy gradient on the task mixture, hence ``n_inner_steps=3``.
 
     :param policy: The policy model to use (MlpPolicy)
-    :param env: a task distribution, a registered id or a task VecEnv with ``meta_batch_size * fast_batch_size``
-        sub-envs
+    :param env: a task distribution, a registered id, a task VecEnv or an SB3 VecEnv of task distributions
+        (``make_vec_env``), with ``meta_batch_size * fast_batch_size`` sub-envs
     :param meta_batch_size: tasks per meta-iteration (40)
     :param fast_batch_size: episodes per task and sampling pass (20)
     :param inner_lr: α, inner VPG learning rate (0.1)
