@@ -398,8 +398,8 @@ def experiment_schedule(args: argparse.Namespace) -> None:
             _write_json(
                 paths["json"],
                 {"config": info["config"], "env": name, "method": method, "seed": seed, "source": source["zip"]}
-                | {"step_sizes": step_sizes, "train_s": info.get("train_s"), "eval_s": time.perf_counter() - eval_start}
-                | {"env_steps": info.get("env_steps")},
+                | {"step_sizes": step_sizes, "eval_s": time.perf_counter() - eval_start}
+                | {"train_s": 0.0, "env_steps": 0},  # no training of its own: the source run's JSON has those
             )
             extra = dict(experiment="schedule", env=name, method=method, seed=seed)
             extra.update(meta_batch_size=cfg.meta_batch_size, fast_batch_size=cfg.fast_batch_size)
@@ -705,8 +705,6 @@ def wall_clock_rows(out: str) -> list[list[Any]]:
         with open(path) as f:
             data = json.load(f)
         group = os.path.relpath(os.path.dirname(path), runs)
-        if "@" in group:  # a re-evaluation of runs listed under their own group: no training of its own
-            continue
         method = data.get("method") or os.path.basename(path).split("_seed")[0]
         groups[(group, method)].append(data)
     return [

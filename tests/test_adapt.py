@@ -148,6 +148,8 @@ def test_bad_input(trained):
         model.adapt(bandit_env)
     with pytest.raises(ValueError, match="adapt_lr"):
         model.adapt(task, adapt_lr=0.0)
+    with pytest.raises(ValueError, match="adapt_lr"):
+        model.adapt(task, adapt_lr=True)  # not silently 1.0
 
 
 def test_adapt_keeps_wrappers_and_rejects_task_mixtures():

@@ -237,6 +237,8 @@ def test_oracle_model_evaluates_through_the_oracle_env():
         (dict(n_tasks=0), "n_tasks"),
         (dict(n_episodes=0), "n_episodes"),
         (dict(adapt_lr=0.0), "adapt_lr"),
+        (dict(adapt_lr=True), "adapt_lr"),
+        (dict(adapt_lr=[0.1, float("nan"), 0.1]), "adapt_lr"),
         (dict(seed=-1), "seed"),
         (dict(tasks=[]), "tasks"),
         (dict(tasks=["not a task"]), "PointMassTask"),
@@ -509,3 +511,17 @@ def test_train_script(tmp_path):
     with pytest.raises(ValueError, match="key=value"):
         train_script.parse_overrides(["meta_batch_size"])
     assert os.path.basename(train_script.HYPERPARAMS_DIR) == "hyperparams"
+
+
+def test_inspect_episodes_prints_lengths_returns_and_log_std(tmp_path, capsys):
+    inspect = load_example("inspect_episodes")
+    model = fomaml()
+    model.save(tmp_path / "model.zip")
+    inspect.main([str(tmp_path / "model.zip"), "--algo", "fomaml", "--env", "pointmass-origin", "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert "lengths [100, 100]" in out  # seeded: neither episode reaches its goal, so both run to the time limit
+    assert f"{model._n_iterations} training updates, {model.num_timesteps:,} steps" in out
+    log_std = float(model.policy.log_std.mean())
+    assert f"mean log-std {log_std:.3f}" in out
+    returns = [float(x) for x in out.split("returns [")[1].split("]")[0].split(",")]
+    assert len(returns) == 2 and all(r < 0 for r in returns)  # negative distances to the goal

@@ -455,6 +455,11 @@ def test_actor_tangent_fn_equals_torch_func_jvp(setup, policy_kwargs):
     u = {k: th.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
     expected = th.func.jvp(lambda p: th.func.vmap(policy.functional_dist_params)(p, obs), (params,), (u,))[1]
     got = tangent_fn(u)
+    # the caller's own forward pass (OuterProblem passes it) gives the same map
+    reference = th.func.vmap(policy.functional_dist_params)(params, obs)
+    with_reference = policy.actor_tangent_fn(params, obs, reference=reference)
+    assert with_reference is not None
+    th.testing.assert_close(with_reference(u).loc, got.loc, rtol=0, atol=0)
     th.testing.assert_close(got.loc, expected.loc, rtol=1e-12, atol=1e-12)
     if expected.log_std is None:
         assert got.log_std is None

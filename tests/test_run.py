@@ -99,6 +99,23 @@ def test_sb3_make_vec_env_of_a_task_distribution(vec_env_cls):
         FOMAML("MlpPolicy", make_vec_env(point_mass, n_envs=3), **kwargs)
 
 
+def test_sb3_make_vec_env_resumes_bit_for_bit(tmp_path):
+    """One iteration + save + load(env=fresh make_vec_env) + one iteration == two iterations straight."""
+    kwargs = dict(small_kwargs(meta_batch_size=2, fast_batch_size=2), **FAST_TRPO)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # VecMonitor over Monitor-wrapped sub-envs (SB3's notice)
+        straight = FOMAML("MlpPolicy", make_vec_env(point_mass, n_envs=4, seed=0), **kwargs)
+        straight.learn(1)
+        straight.learn(1, reset_num_timesteps=False)
+        first = FOMAML("MlpPolicy", make_vec_env(point_mass, n_envs=4, seed=0), **kwargs)
+        first.learn(1)
+        first.save(tmp_path / "model.zip")
+        resumed = FOMAML.load(tmp_path / "model.zip", env=make_vec_env(point_mass, n_envs=4, seed=5))
+    resumed.learn(1, reset_num_timesteps=False)
+    assert resumed.num_timesteps == straight.num_timesteps
+    assert params_equal(resumed.meta_parameters(), straight.meta_parameters())
+
+
 def test_task_vec_env_with_the_wrong_number_of_sub_envs():
     venv = make_task_vec_env(point_mass(), 5)
     with pytest.raises(ValueError, match=r"5 sub-envs.*meta_batch_size x fast_batch_size = 6"):

@@ -107,6 +107,28 @@ def test_set_get_tasks_and_env_method(kind):
     assert len(venv.sample_task_batch(2)) == 2
 
 
+def test_sb3_vec_envs_get_one_env_method_call_per_distinct_task():
+    """A meta-batch gives each task to several sub-envs: one call per task and method, not one per sub-env."""
+    venv = make_task_vec_env(PointMassTasks(), 6, seed=0, vec_env_cls="dummy")
+    calls = []
+    env_method = venv.env_method
+
+    def spy(name, *args, indices=None, **kwargs):
+        calls.append((name, None if indices is None else list(indices)))
+        return env_method(name, *args, indices=indices, **kwargs)
+
+    venv.env_method = spy
+    a, b = tasks_of(2)
+    venv.set_tasks([a, a, a, b, b, b])
+    assert calls[-4:] == [("validate_task", [0, 1, 2]), ("validate_task", [3, 4, 5]), ("reset_task", [0, 1, 2]),
+                          ("reset_task", [3, 4, 5])]  # fmt: skip
+    assert venv.get_tasks() == [a, a, a, b, b, b]
+    calls.clear()
+    venv.set_tasks([b, a], indices=[1, 4])
+    assert [c for c in calls if c[0] == "reset_task"] == [("reset_task", [1]), ("reset_task", [4])]
+    assert venv.get_tasks() == [a, b, a, b, a, b]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_tasks_persist_across_automatic_resets(kind):
     env = PointMassTasks(max_episode_steps=5)

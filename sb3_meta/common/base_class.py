@@ -72,6 +72,8 @@ def _check_step_sizes(adapt_lr: Any, n_steps: int, default: float) -> list[float
 
 
 def _check_positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool):  # float(True) would pass as 1.0
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):

@@ -26,7 +26,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from sb3_meta.common.base_class import MetaAlgorithm, _check_step_sizes
+from sb3_meta.common.base_class import MetaAlgorithm, _check_positive_float, _check_step_sizes
 from sb3_meta.common.policies import MetaActorCriticPolicy
 from sb3_meta.common.rollout import collect_task_batch
 from sb3_meta.envs.core import Task
@@ -594,15 +594,16 @@ def _prepare(
         n_tasks = _check_int("n_tasks", n_tasks, 1)
     if seed is not None:
         seed = _check_int("seed", seed, 0)
+    # one number (kept as one in the results) or one per step, checked as adapt_tasks checks them
+    default = float(getattr(model, "inner_lr", DEFAULT_ADAPT_LR))
+    step_sizes = _check_step_sizes(adapt_lr, n_steps, default)
     step_size: float | list[float]
     if adapt_lr is None:
-        step_size = float(getattr(model, "inner_lr", DEFAULT_ADAPT_LR))
-    elif isinstance(adapt_lr, bool) or np.ndim(adapt_lr) == 0:
-        if isinstance(adapt_lr, bool) or not isinstance(adapt_lr, (int, float)) or not np.isfinite(adapt_lr) or adapt_lr <= 0:
-            raise ValueError(f"adapt_lr must be a positive finite number, got {adapt_lr!r}")
-        step_size = float(adapt_lr)
-    else:  # one step size per adaptation step
-        step_size = _check_step_sizes(adapt_lr, n_steps, DEFAULT_ADAPT_LR)
+        step_size = default
+    elif np.ndim(adapt_lr) == 0:
+        step_size = _check_positive_float("adapt_lr", adapt_lr)
+    else:
+        step_size = step_sizes
     env = _as_task_env(env)
     _check_model(model, env)
     horizon = _env_horizon(env)

@@ -171,7 +171,9 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
         # set through __dict__ (see __init__); nn.Module.__getattr__ is typed Tensor | Module
         return th.func.functional_call(self._actor_head, {f"policy.{k}": v for k, v in params.items()}, (obs,), strict=False)  # type: ignore[arg-type]
 
-    def actor_tangent_fn(self, params: Params, obs: th.Tensor) -> Callable[[Params], DistParams] | None:
+    def actor_tangent_fn(
+        self, params: Params, obs: th.Tensor, reference: DistParams | None = None
+    ) -> Callable[[Params], DistParams] | None:
         """Forward-mode derivative u ↦ (∂dist/∂θ_i) u_i of the actor at stacked parameters, with the forward pass cached.
 
         ``torch.func.jvp`` recomputes the forward pass (matmuls and activations) at every call; the Fisher-vector
@@ -181,6 +183,7 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
 
         :param params: stacked parameters (leading task dimension K), as from :meth:`actor_parameters`
         :param obs: observations, shape (K, N, *obs_shape)
+        :param reference: ``vmap(functional_dist_params)(params, obs)`` if the caller has it (else computed here)
         :return: the tangent map (u stacked like ``params``), or None when the actor is not such an MLP (use
             ``torch.func.jvp`` then) or the cached forward pass does not reproduce :meth:`functional_dist_params`
         """
@@ -218,9 +221,12 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
                 slope = None if activation is None else th.func.jvp(activation, (z,), (th.ones_like(z),))[1]
                 cache.append((x, slope))
                 x = z if activation is None else activation(z)
-            reference = th.func.vmap(self.functional_dist_params)({k: v.detach() for k, v in params.items()}, obs)
-            if not th.allclose(x, reference.loc, rtol=1e-5, atol=1e-6):
+            if reference is None:
+                reference = th.func.vmap(self.functional_dist_params)({k: v.detach() for k, v in params.items()}, obs)
+            if not th.allclose(x, reference.loc.detach(), rtol=1e-5, atol=1e-6):
                 return None
+
+        has_log_std = reference.log_std is not None
 
         def tangent(u: Params) -> DistParams:
             dx: th.Tensor | None = None  # the observations have no tangent
@@ -232,7 +238,7 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
                     dz = dz + th.bmm(dx, params[weight].transpose(1, 2))
                 dx = dz if slope is None else dz * slope
             assert dx is not None
-            return DistParams(dx, u["log_std"] if reference.log_std is not None else None)
+            return DistParams(dx, u["log_std"] if has_log_std else None)
 
         return tangent
 

@@ -105,11 +105,20 @@ class _TaskVecEnvMixin:
         """Give sub-env ``indices[k]`` the task ``tasks[k]``; all tasks are validated before any is applied."""
         idx = _checked_indices(cast(VecEnv, self), indices)  # the mixin only comes before a VecEnv base
         tasks = as_task_list(tasks, self._task_type(), len(idx), f"{type(self).__name__}.set_tasks")
+        # One env_method call per distinct task (a meta-batch gives each task to fast_batch_size sub-envs), not per
+        # sub-env: with a SubprocVecEnv each call is a round trip to the workers.
+        groups: list[tuple[Task, list[int]]] = []
+        for i, task in zip(idx, tasks, strict=True):
+            group = next((g for g in groups if g[0] is task or g[0] == task), None)
+            if group is None:
+                groups.append((task, [i]))
+            else:
+                group[1].append(i)
         # The sub-envs' own checks (validate_task) run on every task before any sub-env switches.
-        for i, task in zip(idx, tasks, strict=True):
-            self.env_method("validate_task", task, indices=[i])  # type: ignore[attr-defined]
-        for i, task in zip(idx, tasks, strict=True):
-            self.env_method("reset_task", task, indices=[i])  # type: ignore[attr-defined]
+        for task, group_indices in groups:
+            self.env_method("validate_task", task, indices=group_indices)  # type: ignore[attr-defined]
+        for task, group_indices in groups:
+            self.env_method("reset_task", task, indices=group_indices)  # type: ignore[attr-defined]
 
     def get_tasks(self, indices: VecEnvIndices = None) -> list[Task]:
         """The task of each sub-env in ``indices`` (all by default)."""
@@ -143,9 +152,6 @@ class TaskVecEnvWrapper(_TaskVecEnvMixin, VecEnvWrapper):
     (DummyVecEnv or SubprocVecEnv, sub-envs in a Monitor): tasks reach the sub-envs through ``env_method``,
     which SB3 forwards through gymnasium wrappers.
     """
-
-    def __init__(self, venv: VecEnv) -> None:
-        super().__init__(venv)
 
     def reset(self) -> VecEnvObs:
         return self.venv.reset()

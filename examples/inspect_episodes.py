@@ -1,0 +1,55 @@
+"""Episode lengths and returns of a saved model, before adaptation: does the policy keep the robot up?
+
+    python examples/inspect_episodes.py results/ant100/runs/antvel/fomaml_seed0.zip --algo fomaml --env antvel
+
+Runs ``--episodes`` episodes (one per sub-env of an SB3 ``make_vec_env``, each on a task the sub-env draws with
+its seed) with SB3's ``evaluate_policy`` and stochastic actions, as the policy samples them in training, and
+prints each episode's length and return, the policy's mean log-std and how many updates trained it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from sb3_contrib import TRPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train.py: env names
+
+from train import ALGOS, make_env
+
+CLASSES = {**ALGOS, "trpo": TRPO, "ppo": PPO}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", help="a saved model (.zip)")
+    parser.add_argument("--algo", required=True, choices=sorted(CLASSES), help="class of the saved model")
+    parser.add_argument("--env", required=True, help="env name of examples/train.py (pointmass, antvel, ...) or an id")
+    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    model = CLASSES[args.algo].load(args.path, device="cpu")
+    venv = make_vec_env(lambda: make_env(args.env), n_envs=args.episodes, seed=args.seed)
+    returns, lengths = evaluate_policy(
+        model, venv, n_eval_episodes=args.episodes, deterministic=False, return_episode_rewards=True
+    )
+    log_std = getattr(model.policy, "log_std", None)
+    # outer updates of a meta-learner (meta-iterations), policy updates of an SB3 model
+    updates = getattr(model, "_n_iterations", None) if args.algo in ALGOS else getattr(model, "_n_updates", None)
+    print(f"{args.path}: {args.episodes} episodes on {args.env}; {updates} training updates, {model.num_timesteps:,} steps")
+    print(f"  lengths {list(map(int, lengths))}")
+    print(f"  returns {[round(float(r), 1) for r in returns]}")
+    if log_std is not None:
+        print(f"  mean log-std {float(np.mean(log_std.detach().cpu().numpy())):.3f}")
+    venv.close()
+
+
+if __name__ == "__main__":
+    main()
