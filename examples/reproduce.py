@@ -2,6 +2,7 @@
 
     python examples/reproduce.py pointmass [--seeds 0 1 2] [--start origin|random] [--budget small|paper]
     python examples/reproduce.py ant [--envs antvel antdir] [--budget small|paper]
+    python examples/reproduce.py cheetah [--envs halfcheetahdir halfcheetahvel] [--budget small|paper]
     python examples/reproduce.py timing [--env antvel] [--iterations 10]
     python examples/reproduce.py ablation [--fast-batch-sizes 5 10 20 40] [--meta-batch-sizes 5 10 20 40]
     python examples/reproduce.py schedule [--env pointmass-origin] [--step-sizes 0.1 0.05 0.05]   # re-evaluate only
@@ -61,12 +62,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train.py: env names and the YAML defaults
 
 from train import ALGOS, NON_ALGO_KEYS, load_hyperparams, make_env
 
-from sb3_meta.common.baselines import BASELINE_POLICY_KWARGS, make_random, train_oracle, train_pretrained
+from sb3_meta.common.baselines import BASELINE_POLICY_KWARGS, make_mixture_vec_env, make_random, train_oracle, train_pretrained
 from sb3_meta.common.callbacks import StopTrainingOnIterations
 from sb3_meta.common.evaluation import evaluate_adaptation, sample_eval_tasks
 from sb3_meta.envs import make_oracle_env
@@ -94,9 +97,22 @@ BUDGETS: dict[str, dict[str, dict[str, int]]] = {
         "small": dict(iterations=50, meta_batch_size=20, fast_batch_size=20),
         "paper": dict(iterations=100, meta_batch_size=20, fast_batch_size=20),
     },
+    # MAML paper's HalfCheetah settings (original code): horizon 200, inner step 0.1; the pretrained baseline
+    # takes 100 trajectories per TRPO update, with the meta-learners' trust region
+    "halfcheetahdir": {
+        "small": dict(iterations=30, meta_batch_size=20, fast_batch_size=10, target_kl=0.02),
+        "paper": dict(iterations=100, meta_batch_size=40, fast_batch_size=20, target_kl=0.02, baseline_n_envs=100),
+    },
+    "halfcheetahvel": {
+        "small": dict(iterations=30, meta_batch_size=20, fast_batch_size=10, target_kl=0.01),
+        "paper": dict(iterations=475, meta_batch_size=40, fast_batch_size=10, target_kl=0.01, baseline_n_envs=100),
+    },
 }
+#: Seconds between two checkpoints of a run in progress (at iteration/update boundaries).
+CHECKPOINT_EVERY_S = 180.0
 #: Our env names -> env name in the MAML reference table.
 REFERENCE_ENVS = {"pointmass-origin": "PointMass2D", "pointmass-random": "PointMass2D", "antvel": "AntVel", "antdir": "AntDir"}
+REFERENCE_ENVS.update({"halfcheetahvel": "HalfCheetahVel", "halfcheetahdir": "HalfCheetahDir"})
 #: Our method names -> method name in the MAML reference table.
 REFERENCE_METHODS = {"maml": "maml", "pretrained": "pretrain", "random": "random", "oracle": "oracle"}
 ENV_TITLES = {
@@ -104,6 +120,8 @@ ENV_TITLES = {
     "pointmass-random": "PointMass (random start)",
     "antvel": "Ant goal velocity",
     "antdir": "Ant goal direction",
+    "halfcheetahvel": "HalfCheetah goal velocity",
+    "halfcheetahdir": "HalfCheetah goal direction",
 }
 #: Where our envs differ from those behind the MAML paper's numbers.
 ENV_NOTES = {
@@ -114,6 +132,10 @@ ENV_NOTES = {
     "antvel": "Ant-v5 MuJoCo model and time step (gymnasium, dt = 0.05 s) instead of rllab's Ant; goal velocities in "
     "[0, 2] here vs [0, 3] in MAML; compare shapes and ratios, not absolute returns.",
     "antdir": "Ant-v5 MuJoCo model and time step (gymnasium, dt = 0.05 s) instead of rllab's Ant; compare shapes and "
+    "ratios, not absolute returns.",
+    "halfcheetahvel": "HalfCheetah-v5 MuJoCo model (gymnasium) instead of rllab's HalfCheetah; compare shapes and ratios, "
+    "not absolute returns.",
+    "halfcheetahdir": "HalfCheetah-v5 MuJoCo model (gymnasium) instead of rllab's HalfCheetah; compare shapes and "
     "ratios, not absolute returns.",
 }
 COLORS = {"maml": "C0", "fomaml": "C1", "reptile": "C2", "pretrained": "C3", "random": "C7", "oracle": "C4"}
@@ -137,11 +159,12 @@ class RunConfig:
     hidden_size: int | None = None
     baseline_n_envs: int | None = None
     device: str = "cpu"
+    target_kl: float | None = None
 
 
 def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
     budget = dict(BUDGETS[experiment][args.budget])
-    for key in ("iterations", "meta_batch_size", "fast_batch_size"):
+    for key in ("iterations", "meta_batch_size", "fast_batch_size", "target_kl", "baseline_n_envs"):
         if getattr(args, key, None) is not None:
             budget[key] = getattr(args, key)
     return RunConfig(
@@ -154,7 +177,6 @@ def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
         baseline_adapt_lr=args.baseline_adapt_lr,
         max_episode_steps=args.max_episode_steps,
         hidden_size=args.hidden_size,
-        baseline_n_envs=args.baseline_n_envs,
         device=args.device,
     )
 
@@ -207,6 +229,8 @@ def meta_model(method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, 
     hyperparams = load_hyperparams(method, "pointmass" if env_name.startswith("pointmass") else env_name)
     kwargs = {k: v for k, v in hyperparams.items() if k not in NON_ALGO_KEYS}
     kwargs.update(meta_batch_size=cfg.meta_batch_size, fast_batch_size=cfg.fast_batch_size, **overrides)
+    if cfg.target_kl is not None:
+        kwargs["target_kl"] = cfg.target_kl
     if cfg.hidden_size is not None:
         kwargs["policy_kwargs"] = dict(net_arch=dict(pi=[cfg.hidden_size] * 2, vf=[]))
     return ALGOS[method]("MlpPolicy", env, seed=seed, device=cfg.device, **kwargs)
@@ -226,10 +250,133 @@ def baseline_budget(cfg: RunConfig, horizon: int) -> int:
     return cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * 2
 
 
+class RunCheckpoint(BaseCallback):
+    """Checkpoint a run in progress and log every iteration/update to CSV, so that a run survives being stopped.
+
+    The model is saved at the start of an iteration (SB3's ``on_rollout_start``) once ``every_s`` seconds have
+    passed since the last save: there it holds exactly the state the previous iteration left (parameters,
+    optimiser, counters, and for the meta-learners every RNG state), so that a meta-learner loaded from the
+    checkpoint trains on bit for bit. The file is written beside the target and renamed over it, so a kill
+    during a save leaves the previous checkpoint intact. ``progress`` (wall-clock so far) is written with it.
+
+    :param path: checkpoint path (``.zip``)
+    :param log_path: CSV of the logger's values at every iteration (one file per resumed segment)
+    :param every_s: seconds between two checkpoints
+    :param train_s_before: training seconds of the earlier segments (resumed runs)
+    """
+
+    def __init__(self, path: str, log_path: str, every_s: float, train_s_before: float = 0.0) -> None:
+        super().__init__()
+        self.path, self.log_path, self.every_s = path, log_path, every_s
+        self.train_s_before = train_s_before
+        self._started = self._last_save = time.perf_counter()
+
+    def _on_training_start(self) -> None:
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        self.model.set_logger(Logger(folder=None, output_formats=[CSVOutputFormat(self.log_path)]))
+        self._started = self._last_save = time.perf_counter()
+
+    @property
+    def train_s(self) -> float:
+        return self.train_s_before + time.perf_counter() - self._started
+
+    def _on_rollout_start(self) -> None:
+        if time.perf_counter() - self._last_save >= self.every_s:
+            self.save()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def save(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path[: -len(".zip")] + ".tmp.zip"
+        self.model.save(tmp)
+        _write_json(self.path + ".json", {"train_s": self.train_s, "num_timesteps": int(self.model.num_timesteps)})
+        os.replace(tmp, self.path)
+        self._last_save = time.perf_counter()
+
+
+def checkpoint_paths(out: str, group: str, name: str, segment: int) -> tuple[str, str]:
+    """(checkpoint zip, CSV log of the segment starting at ``segment`` env steps) of a run in progress."""
+    return (
+        os.path.join(out, "checkpoints", group, f"{name}.zip"),
+        os.path.join(out, "progress", group, f"{name}.from{segment}.csv"),
+    )
+
+
+def resume_state(ckpt: str) -> tuple[bool, float]:
+    """Whether a checkpoint of the run exists, and the training seconds it had taken."""
+    if not os.path.exists(ckpt):
+        return False, 0.0
+    progress = ckpt + ".json"
+    train_s = json.load(open(progress)).get("train_s", 0.0) if os.path.exists(progress) else 0.0
+    return True, float(train_s)
+
+
+def train_meta_resumable(
+    method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, out: str, group: str, name: str
+) -> tuple[Any, int, float]:
+    """Meta-train for ``cfg.iterations`` iterations, resuming from the run's checkpoint if there is one.
+
+    :return: the model, the env steps sampled and the training seconds (all segments)
+    """
+    ckpt, _ = checkpoint_paths(out, group, name, 0)
+    resumed, train_s_before = resume_state(ckpt)
+    if resumed:
+        model = ALGOS[method].load(ckpt, env=env, device=cfg.device)
+        print(f"[{group}/{name}] resumed at iteration {model._n_iterations} ({train_s_before:.0f} s trained before)")
+    else:
+        model = meta_model(method, env, env_name, seed, cfg)
+    passes = model.n_inner_steps + int(model._needs_post_adaptation_batch)
+    nominal = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon_of(env) * passes
+    remaining = cfg.iterations - model._n_iterations
+    _, log_path = checkpoint_paths(out, group, name, model.num_timesteps)
+    saver = RunCheckpoint(ckpt, log_path, CHECKPOINT_EVERY_S, train_s_before)
+    stop = StopTrainingOnIterations(remaining)
+    if remaining > 0:
+        # the same total as an uninterrupted run (progress_remaining, hence any schedule, continues unchanged)
+        model.learn(nominal - model.num_timesteps, callback=CallbackList([saver, stop]), reset_num_timesteps=not resumed)
+    return model, int(stop.timesteps_at_stop or model.num_timesteps), saver.train_s
+
+
+def train_baseline_resumable(
+    method: str, env: Any, cfg: RunConfig, total_timesteps: int, out: str, group: str, name: str, **kwargs: Any
+) -> tuple[Any, float]:
+    """The pretrained/oracle baseline for ``total_timesteps`` env steps, resuming from its checkpoint if any.
+
+    SB3 does not save its env's or torch's RNG state, so a resumed baseline is not bit-identical to an
+    uninterrupted one (it continues from the checkpoint's policy on fresh episodes, with another env seed).
+    """
+    from sb3_contrib import TRPO
+    from stable_baselines3 import PPO
+
+    ckpt, _ = checkpoint_paths(out, group, name, 0)
+    resumed, train_s_before = resume_state(ckpt)
+    if not resumed:
+        _, log_path = checkpoint_paths(out, group, name, 0)
+        saver = RunCheckpoint(ckpt, log_path, CHECKPOINT_EVERY_S)
+        train = train_oracle if method == "oracle" else train_pretrained
+        return train(env, total_timesteps, callback=saver, **kwargs), saver.train_s
+    model = {"trpo": TRPO, "ppo": PPO}[cfg.baseline_algo].load(ckpt, device=cfg.device)
+    env_seed = kwargs["seed"] + 7919 * (model.num_timesteps + 1)  # fresh episodes, not those of the first segment
+    venv = make_mixture_vec_env(env, kwargs["n_envs"], seed=env_seed, oracle=method == "oracle")
+    model.set_env(venv)
+    print(f"[{group}/{name}] resumed at {model.num_timesteps:,} env steps ({train_s_before:.0f} s trained before)")
+    _, log_path = checkpoint_paths(out, group, name, model.num_timesteps)
+    saver = RunCheckpoint(ckpt, log_path, CHECKPOINT_EVERY_S, train_s_before)
+    if model.num_timesteps < total_timesteps:
+        model.learn(total_timesteps - model.num_timesteps, callback=saver, reset_num_timesteps=False)
+    return model, saver.train_s
+
+
 def run_one(
     out: str, experiment: str, group: str, env_name: str, method: str, seed: int, cfg: RunConfig, **meta_overrides: Any
 ) -> None:
     """Train ``method`` on ``env_name`` with ``seed``, evaluate it on the held-out tasks, write its files.
+
+    Training checkpoints every :data:`CHECKPOINT_EVERY_S` seconds under ``<out>/checkpoints/`` and resumes from
+    there when the run is started again (bit for bit for the meta-learners); per-iteration logs go to
+    ``<out>/progress/``.
 
     :param experiment: experiment name recorded in the CSV (``pointmass``, ``ant``, ``ablation``)
     :param group: sub-folder of ``runs/``
@@ -260,23 +407,25 @@ def run_one(
             else BASELINE_POLICY_KWARGS
         ),
     )
+    if run_cfg.target_kl is not None and run_cfg.baseline_algo == "trpo":
+        baseline_kwargs["target_kl"] = run_cfg.target_kl
+    train_s = None
     if method in META_METHODS:
-        model = meta_model(method, env, env_name, seed, run_cfg)
-        env_steps = train_meta(model, run_cfg, horizon)
-        info["iteration_times"] = model.iteration_times
-    elif method == "pretrained":
-        model = train_pretrained(env, baseline_budget(run_cfg, horizon), **baseline_kwargs)  # type: ignore[arg-type]
-        env_steps = model.num_timesteps
-    elif method == "oracle":
-        model = train_oracle(env, baseline_budget(run_cfg, horizon), **baseline_kwargs)  # type: ignore[arg-type]
+        model, env_steps, train_s = train_meta_resumable(method, env, env_name, seed, run_cfg, out, group, name)
+        info["iteration_times"] = list(model.iteration_times)  # this segment's iterations
+    elif method in ("pretrained", "oracle"):
+        budget = baseline_budget(run_cfg, horizon)
+        model, train_s = train_baseline_resumable(method, env, run_cfg, budget, out, group, name, **baseline_kwargs)
         env_steps = model.num_timesteps
     elif method == "random":
         baseline_kwargs.pop("n_envs")
+        baseline_kwargs.pop("target_kl", None)
         model = make_random(env, **baseline_kwargs)  # type: ignore[arg-type]
         env_steps = 0
     else:
         raise ValueError(f"Unknown method {method!r}")
-    train_s = time.perf_counter() - start
+    if train_s is None:
+        train_s = time.perf_counter() - start
     model.save(paths["zip"])
 
     start = time.perf_counter()
@@ -339,6 +488,19 @@ def experiment_ant(args: argparse.Namespace) -> None:
             for method in methods:
                 run_one(args.out, "ant", env_name, env_name, method, seed, cfg)
     print(f"ant done in {time.perf_counter() - start:.1f} s")
+
+
+def experiment_cheetah(args: argparse.Namespace) -> None:
+    """HalfCheetahDir and HalfCheetahVel at the MAML paper's settings (``--budget paper``), all methods."""
+    methods = check_methods(args.methods)
+    start = time.perf_counter()
+    for env_name in args.envs:
+        cfg = make_config(args, env_name)
+        print(f"cheetah ({env_name}): {cfg}")
+        for seed in args.seeds:
+            for method in methods:
+                run_one(args.out, "cheetah", env_name, env_name, method, seed, cfg)
+    print(f"cheetah done in {time.perf_counter() - start:.1f} s")
 
 
 def schedule_env_name(env_name: str, step_sizes: list[float]) -> str:
@@ -837,13 +999,17 @@ def build_parser() -> argparse.ArgumentParser:
     # Tiny budgets for the smoke tests
     common.add_argument("--max-episode-steps", type=int, default=None, help=argparse.SUPPRESS)
     common.add_argument("--hidden-size", type=int, default=None, help=argparse.SUPPRESS)
-    common.add_argument("--baseline-n-envs", type=int, default=None, help=argparse.SUPPRESS)
+    common.add_argument("--baseline-n-envs", type=int, default=None, help="baselines' sub-envs (episodes/update)")
+    common.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S, help="seconds between checkpoints")
+    common.add_argument("--target-kl", type=float, default=None, help="trust region of the TRPO steps (overrides the budget)")
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="experiment", required=True)
     sub.add_parser("pointmass", parents=[common], help="Fig. 6 / table: PointMass, all methods")
     ant = sub.add_parser("ant", parents=[common], help="Figs. 4-5: AntVel and AntDir, all methods")
     ant.add_argument("--envs", nargs="+", choices=("antvel", "antdir"), default=["antvel", "antdir"])
+    cheetah = sub.add_parser("cheetah", parents=[common], help="Fig. 5: HalfCheetahDir and HalfCheetahVel, all methods")
+    cheetah.add_argument("--envs", nargs="+", choices=("halfcheetahdir", "halfcheetahvel"), default=["halfcheetahdir"])
     timing = sub.add_parser("timing", parents=[common], help="Fig. 3: meta-step time FOMAML vs MAML")
     timing.add_argument("--env", default="antvel", help="env of the timing runs (antvel, antdir, pointmass-origin, ...)")
     ablation = sub.add_parser("ablation", parents=[common], help="Figs. 1-2: FOMAML vs batch sizes on PointMass")
@@ -861,6 +1027,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    global CHECKPOINT_EVERY_S
+    CHECKPOINT_EVERY_S = args.checkpoint_every_s
     start = time.perf_counter()
     if args.experiment == "all":  # every experiment with its defaults (and the options given)
         experiment_pointmass(args)
@@ -874,6 +1042,7 @@ def main(argv: list[str] | None = None) -> None:
         {
             "pointmass": experiment_pointmass,
             "ant": experiment_ant,
+            "cheetah": experiment_cheetah,
             "timing": experiment_timing,
             "ablation": experiment_ablation,
             "schedule": experiment_schedule,
