@@ -28,7 +28,10 @@ from typing import Any
 
 import gymnasium as gym
 import torch as th
-import yaml
+try:
+    import yaml
+except ImportError as e:  # pyyaml comes with the extras: pip install -e ".[extra]"
+    raise ImportError('examples/train.py reads YAML defaults: pip install -e ".[extra]" (or pip install pyyaml)') from e
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from torch import nn
 

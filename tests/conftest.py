@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import sys
+
 import numpy as np
 import pytest
 import torch as th
 from torch import nn
 
+from sb3_meta import FOMAML
 from sb3_meta.common.meta_gradient import flatten
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 from sb3_meta.common.rollout import TaskBatch, collect_task_batch
@@ -96,3 +101,36 @@ def bandit_setup():
 
 def assert_finite(x: np.ndarray | th.Tensor) -> None:
     assert np.all(np.isfinite(np.asarray(x)))
+
+
+# --- shared by the evaluation, callback, baseline and example tests ---------------------------------------
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+FAST_TRPO = dict(cg_max_steps=3, line_search_max_iter=5)
+
+
+#: SB3 policies whose actor is the tiny meta-policy's (one hidden layer of 16 units)
+SB3_TINY = dict(net_arch=dict(pi=[16], vf=[16]))
+
+
+def fomaml(**kwargs) -> FOMAML:
+    return FOMAML("MlpPolicy", point_mass(start="origin"), **small_kwargs(**FAST_TRPO, **kwargs))
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def global_rng_states() -> tuple:
+    return th.get_rng_state(), np.random.get_state()[1].copy()
+
+
+def assert_same_global_rngs(before: tuple) -> None:
+    after = global_rng_states()
+    assert th.equal(before[0], after[0])
+    assert np.array_equal(before[1], after[1])

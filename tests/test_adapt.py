@@ -10,7 +10,7 @@ import torch as th
 from conftest import bandit, params_equal, point_mass, small_kwargs
 
 from sb3_meta import FOMAML, MAML, Reptile
-from sb3_meta.envs import PointMassTask
+from sb3_meta.envs import PointMassTask, make_adaptation_vec_env
 
 FAST_TRPO = dict(cg_max_steps=3, line_search_max_iter=5)
 
@@ -177,13 +177,13 @@ def test_one_step_size_per_adaptation_step(trained):
     assert params_equal(same[0], scalar[0])
     np.testing.assert_array_equal(same[1], scalar[1])
 
-    venv, _ = model._adaptation_venv(model.task_env, len(tasks) * 2)
-    venv.seed(0)
-    batches, adapted, _, _ = model._sample_and_adapt(venv, tasks, 2, 2, None, sample_last=True, step_sizes=[0.3, 0.05])
-    objective = model.objective
+    venv = make_adaptation_vec_env(model.task_env, len(tasks) * 2)
     theta = model.meta_parameters()
+    inner = model.inner_loop(venv).adapt(theta, venv, tasks, 2, 2, seed=0, step_sizes=[0.3, 0.05])
+    batches, adapted = inner.batches, inner.adapted
+    objective = model.objective
     first = objective.inner_step(theta, batches[0].flat(), shared=True, create_graph=False, step_size=0.3)
-    assert params_equal(batches[1].sampling_params, first)  # the second batch was sampled with θ − 0.3 ∇L
+    assert params_equal(inner.path[1], first)  # the second batch was sampled with θ − 0.3 ∇L
     second = objective.inner_step(first, batches[1].flat(), shared=False, create_graph=False, step_size=0.05)
     assert params_equal(adapted, second)
     scaled = objective.inner_step(first, batches[1].flat(), shared=False, create_graph=False, step_size=0.3)
@@ -197,3 +197,50 @@ def test_one_step_size_per_adaptation_step(trained):
     assert params_equal(model.meta_parameters(), theta_before)
     adapted_model = model.adapt(tasks[0], steps=2, adapt_lr=(0.2, 0.1), seed=0)
     assert adapted_model.adaptation_returns.shape == (3,)
+
+
+# --- the same rules at every entry point that adapts -----------------------------------------------------------
+def test_every_entry_point_that_adapts_refuses_a_task_mixture_with_the_same_error(trained):
+    """A task mixture draws a new task at every reset: adaptation numbers measured on it would mean nothing."""
+    from sb3_meta import MetaEvalCallback, evaluate_adaptation
+    from sb3_meta.envs import TaskMixture
+
+    model, _ = trained
+    task = point_mass(seed=3).sample_tasks(1)[0]
+    message = "draws a new task at every reset"
+    for mixture in (TaskMixture(point_mass()), point_mass(sample_task_on_reset=True)):
+        with pytest.raises(ValueError, match=message):
+            model.adapt_tasks([task], env=mixture)
+        with pytest.raises(ValueError, match=message):
+            model.adapt(mixture)
+        with pytest.raises(ValueError, match=message):
+            evaluate_adaptation(model, mixture, n_tasks=2, n_steps=1, n_episodes=2)
+        callback = MetaEvalCallback(mixture, eval_freq=1, n_tasks=2, n_episodes=2, verbose=0)
+        with pytest.raises(ValueError, match=message):
+            model.learn(1, callback=callback)
+
+
+def test_dump_logs_is_sb3s_public_method(tmp_path):
+    """SB3 >= 2.6 calls ``model.dump_logs()`` (e.g. from its callbacks); it writes the last iteration's values."""
+    import csv
+
+    from stable_baselines3.common.logger import configure
+
+    from sb3_meta.common.base_class import MetaAlgorithm
+
+    assert "_dump_logs" not in MetaAlgorithm.__dict__  # SB3's deprecated alias forwards to dump_logs
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs())
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(1, log_interval=None)  # nothing dumped by learn itself
+    model.dump_logs()
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["time/iterations"] == "1" and float(rows[0]["rollout/pre_adapt_return"]) < 0
+
+
+def test_iteration_times_are_bounded():
+    from sb3_meta.common.base_class import ITERATION_TIMES_KEPT
+
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs())
+    model.iteration_times.extend([{}] * (ITERATION_TIMES_KEPT + 5))
+    assert len(model.iteration_times) == ITERATION_TIMES_KEPT

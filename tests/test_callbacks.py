@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
-from conftest import HORIZON, params_equal, point_mass, small_kwargs
+import pytest
+import torch as th
+from conftest import (
+    HORIZON,
+    SB3_TINY,
+    bandit,
+    fomaml,
+    params_equal,
+    point_mass,
+    small_kwargs,
+)
+from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import (
     BaseCallback,
     CallbackList,
@@ -13,8 +26,11 @@ from stable_baselines3.common.callbacks import (
     StopTrainingOnMaxEpisodes,
 )
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import configure
 
-from sb3_meta import FOMAML, Reptile
+from sb3_meta import FOMAML, MetaEvalCallback, Reptile, evaluate_adaptation
+from sb3_meta.common.callbacks import StopTrainingOnIterations
+from sb3_meta.common.rng import get_rng_state
 
 N_ENVS = 4  # small_kwargs: 2 tasks x 2 episodes
 
@@ -22,6 +38,12 @@ N_ENVS = 4  # small_kwargs: 2 tasks x 2 episodes
 def reptile(**kwargs) -> Reptile:
     """One inner step: one sampling pass of HORIZON VecEnv steps per meta-iteration."""
     return Reptile("MlpPolicy", point_mass(), n_inner_steps=1, **small_kwargs(**kwargs))
+
+
+def train(callback=None, iterations: int = 3) -> FOMAML:
+    model = fomaml()
+    model.learn(iterations * 2 * 4 * HORIZON, callback=callback)
+    return model
 
 
 class Recorder(BaseCallback):
@@ -163,3 +185,77 @@ def test_sb3_eval_callback_and_evaluate_policy(tmp_path):
     # evaluate_policy on the loaded model reproduces the callback's evaluation (same env seed, deterministic policy)
     mean, _ = evaluate_policy(loaded, point_mass(seed=7), n_eval_episodes=2, warn=False)
     assert np.isclose(mean, np.mean(evaluation.evaluations_results[best]))
+
+
+# --- MetaEvalCallback and StopTrainingOnIterations (moved from test_evaluation.py) ----------------------------
+
+
+def test_meta_eval_callback_logs_saves_and_leaves_training_identical(tmp_path):
+    reference = train()
+    callback = MetaEvalCallback(
+        point_mass(start="origin"),
+        eval_freq=1,
+        n_tasks=3,
+        n_steps=2,
+        n_episodes=2,
+        best_model_save_path=str(tmp_path / "best"),
+        log_path=str(tmp_path / "logs"),
+        verbose=0,
+    )
+    model = fomaml()
+    model.set_logger(configure(str(tmp_path / "progress"), ["csv"]))
+    model.learn(3 * 2 * 4 * HORIZON, callback=callback)
+    # training is bit for bit the same as without the callback
+    assert model.num_timesteps == reference.num_timesteps
+    assert params_equal(dict(model.policy.named_parameters()), dict(reference.policy.named_parameters()))
+    mine, theirs = get_rng_state(model.task_env, model.env), get_rng_state(reference.task_env, reference.env)
+    assert th.equal(mine["torch"], theirs["torch"]) and mine["task_sampler"] == theirs["task_sampler"]
+    assert mine["vec_env"]["sub_envs"] == theirs["vec_env"]["sub_envs"]
+    # one evaluation after each iteration (the last at training end), on the same held-out tasks
+    assert callback.evaluations_iterations == [1, 2, 3]
+    assert callback.evaluations_timesteps == [80, 160, 240]
+    assert len(callback.tasks) == 3 and callback.last_result.tasks == callback.tasks
+    with open(tmp_path / "progress" / "progress.csv") as f:
+        header = next(csv.reader(f))
+    assert {"meta_eval/return_step_0", "meta_eval/return_step_1", "meta_eval/return_step_2"} <= set(header)
+    best = np.max([r.mean(axis=0)[-1] for r in callback.evaluations_results])
+    assert callback.best_mean_return == pytest.approx(best)
+    loaded = FOMAML.load(tmp_path / "best" / "best_model.zip")  # without env: evaluation takes the env it is given
+    best = int(np.argmax([r.mean(axis=0)[-1] for r in callback.evaluations_results]))
+    again = evaluate_adaptation(loaded, point_mass(start="origin"), tasks=callback.tasks, n_steps=2, n_episodes=2, seed=0)
+    np.testing.assert_array_equal(again.returns, callback.evaluations_results[best])
+    logs = np.load(tmp_path / "logs" / "evaluations.npz")
+    assert logs["results"].shape == (3, 3, 3) and list(logs["timesteps"]) == [80, 160, 240]
+    # the final evaluation equals a direct one on the same tasks and seed
+    direct = evaluate_adaptation(model, point_mass(start="origin"), tasks=callback.tasks, n_steps=2, n_episodes=2, seed=0)
+    np.testing.assert_array_equal(direct.returns, callback.evaluations_results[-1])
+
+
+def test_meta_eval_callback_frequency_and_bad_env():
+    callback = MetaEvalCallback(point_mass(start="origin"), eval_freq=2, n_tasks=2, n_steps=1, n_episodes=1, verbose=0)
+    train(callback, iterations=3)
+    assert callback.evaluations_iterations == [2]
+    with pytest.raises(ValueError, match="observation space"):
+        fomaml().learn(8, callback=MetaEvalCallback(bandit(), eval_freq=1, n_tasks=1, verbose=0))
+    with pytest.raises(ValueError, match="eval_freq"):
+        MetaEvalCallback(point_mass(), eval_freq=0)
+
+
+def test_meta_eval_callback_with_ppo_leaves_training_identical():
+    def ppo() -> PPO:
+        return PPO(
+            "MlpPolicy", point_mass(start="origin"), seed=0, policy_kwargs=SB3_TINY, n_steps=16, batch_size=8, n_epochs=2
+        )
+
+    reference = ppo().learn(48)
+    callback = MetaEvalCallback(point_mass(start="origin"), eval_freq=1, n_tasks=2, n_steps=1, n_episodes=2, verbose=0)
+    model = ppo().learn(48, callback=callback)
+    assert callback.evaluations_iterations == [1, 2, 3] and callback.n_episodes == 2
+    assert params_equal(dict(model.policy.named_parameters()), dict(reference.policy.named_parameters()))
+
+
+def test_stop_training_on_iterations():
+    stop = StopTrainingOnIterations(2)
+    model = fomaml()
+    model.learn(10**9, callback=stop)
+    assert len(model.iteration_times) == 2 and stop.timesteps_at_stop == 2 * 2 * 4 * HORIZON

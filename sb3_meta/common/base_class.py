@@ -8,6 +8,7 @@ Subclasses implement :meth:`MetaAlgorithm._outer_step`.
 
 from __future__ import annotations
 
+import collections
 import copy
 import io
 import pathlib
@@ -29,10 +30,12 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import check_for_correct_spaces, configure_logger, safe_mean
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
 
-from sb3_meta.common.meta_gradient import MetaObjective, stack_params
+from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
+from sb3_meta.common.meta_gradient import MetaObjective
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 from sb3_meta.common.rng import get_rng_state, set_rng_state, unwrap_task_vec_env
-from sb3_meta.common.rollout import TaskBatch, collect_task_batch
+from sb3_meta.common.utils import all_finite, check_int, check_positive_float, check_step_sizes, stopwatch
+from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon
 from sb3_meta.envs.core import Task
 from sb3_meta.envs.vec_env import (
     TaskVecEnvWrapper,
@@ -41,46 +44,14 @@ from sb3_meta.envs.vec_env import (
     make_task_vec_env,
     sub_envs_are_task_distributions,
 )
+from sb3_meta.envs.wrappers import check_not_mixture
 
-__all__ = ["AdaptationStats", "MetaAlgorithm"]
+__all__ = ["MetaAlgorithm"]
 
 SelfMetaAlgorithm = TypeVar("SelfMetaAlgorithm", bound="MetaAlgorithm")
 
-
-class AdaptationStats(dict):
-    """Returns before/after each adaptation step, as filled by :meth:`MetaAlgorithm.adapt_tasks`."""
-
-
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_step_sizes(adapt_lr: Any, n_steps: int, default: float) -> list[float]:
-    """The step size of each of ``n_steps`` adaptation steps: one number for all, or one per step."""
-    if adapt_lr is None:
-        return [default] * n_steps
-    if np.ndim(adapt_lr) == 0:
-        return [_check_positive_float("adapt_lr", adapt_lr)] * n_steps
-    if len(adapt_lr) != n_steps:
-        raise ValueError(
-            f"adapt_lr must be a positive number or one positive number per adaptation step ({n_steps}), "
-            f"got {len(adapt_lr)} values: {list(adapt_lr)!r}"
-        )
-    return [_check_positive_float("adapt_lr", value) for value in adapt_lr]
-
-
-def _check_positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):  # float(True) would pass as 1.0
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
+#: Entries of :attr:`MetaAlgorithm.iteration_times` kept (the most recent iterations).
+ITERATION_TIMES_KEPT = 1000
 
 
 class MetaAlgorithm(BaseAlgorithm):
@@ -136,18 +107,16 @@ class MetaAlgorithm(BaseAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        self.meta_batch_size = _check_positive_int("meta_batch_size", meta_batch_size)
-        self.fast_batch_size = _check_positive_int("fast_batch_size", fast_batch_size)
-        self.inner_lr = _check_positive_float("inner_lr", inner_lr)
-        self.n_inner_steps = _check_positive_int("n_inner_steps", n_inner_steps)
+        self.meta_batch_size = check_int("meta_batch_size", meta_batch_size)
+        self.fast_batch_size = check_int("fast_batch_size", fast_batch_size)
+        self.inner_lr = check_positive_float("inner_lr", inner_lr)
+        self.n_inner_steps = check_int("n_inner_steps", n_inner_steps)
         if not 0.0 <= float(gamma) <= 1.0 or not 0.0 <= float(gae_lambda) <= 1.0:
             raise ValueError(f"gamma and gae_lambda must lie in [0, 1], got {gamma}, {gae_lambda}")
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
-        self.max_episode_steps = (
-            None if max_episode_steps is None else _check_positive_int("max_episode_steps", max_episode_steps)
-        )
+        self.max_episode_steps = None if max_episode_steps is None else check_int("max_episode_steps", max_episode_steps)
         self.normalize_advantage = bool(normalize_advantage)
-        self.max_nonfinite_iterations = _check_positive_int("max_nonfinite_iterations", max_nonfinite_iterations)
+        self.max_nonfinite_iterations = check_int("max_nonfinite_iterations", max_nonfinite_iterations)
         if isinstance(policy, type) and not issubclass(policy, MetaActorCriticPolicy):
             raise ValueError(f"policy must be 'MlpPolicy' or a MetaActorCriticPolicy subclass, got {policy.__name__}")
 
@@ -174,9 +143,10 @@ class MetaAlgorithm(BaseAlgorithm):
         )
         self._n_iterations = 0
         self._n_nonfinite = 0
-        self.iteration_times: list[dict[str, float]] = []
+        #: seconds per part of the last iterations (sampling, inner, meta-step, whole), for benchmarks and plots
+        self.iteration_times: collections.deque[dict[str, float]] = collections.deque(maxlen=ITERATION_TIMES_KEPT)
         self._rng_state: dict[str, Any] | None = None
-        self._adapt_venvs: dict[tuple[int, int], Any] = {}
+        self._adapt_venvs = AdaptationVecEnvs(max_entries=4)
         if _init_setup_model:
             self._setup_model()
 
@@ -219,7 +189,7 @@ class MetaAlgorithm(BaseAlgorithm):
                 f"env must be a task-distribution env, a registered id or a task VecEnv, got {type(env).__name__}"
             )
         task_env = get_task_env(env)  # raises a clear error for envs without sample_tasks/reset_task
-        _check_not_mixture(env)
+        check_not_mixture(env)
         if n_envs is None:  # placeholder until load() knows the sizes
             n_envs = 1
         venv = make_task_vec_env(env, n_envs, seed=seed)
@@ -239,11 +209,9 @@ class MetaAlgorithm(BaseAlgorithm):
             return self.max_episode_steps
         venvs = [v for v in (self.env, venv) if v is not None]
         for source in (self.task_env, *(getattr(unwrap_task_vec_env(v), "template_env", None) for v in venvs)):
-            horizon = getattr(source, "max_episode_steps", None)
-            if horizon is None and source is not None and getattr(source, "spec", None) is not None:
-                horizon = source.spec.max_episode_steps
+            horizon = env_horizon(source)
             if horizon:
-                return int(horizon)
+                return horizon
         for v in venvs:
             horizon = v.get_attr("max_episode_steps", indices=[0])[0]
             if horizon:
@@ -256,7 +224,7 @@ class MetaAlgorithm(BaseAlgorithm):
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
         super().set_env(venv, force_reset=force_reset)
         self.task_env = task_env
-        self._adapt_venvs = {}
+        self._adapt_venvs.close()
 
     # --- setup -------------------------------------------------------------------------------------
     def _setup_model(self) -> None:
@@ -278,9 +246,25 @@ class MetaAlgorithm(BaseAlgorithm):
         if seed is not None and self.task_env is not None and hasattr(self.task_env, "_make_task_rng"):
             self.task_env._task_rng = self.task_env._make_task_rng(seed)
 
+    def make_objective(self) -> MetaObjective:
+        """The per-task losses of this algorithm (first order here; :class:`~sb3_meta.MAML` overrides it)."""
+        return MetaObjective(self.policy, self.inner_lr, first_order=True)
+
     @property
     def objective(self) -> MetaObjective:
-        return MetaObjective(self.policy, self.inner_lr, first_order=getattr(self, "first_order", True))
+        return self.make_objective()
+
+    def inner_loop(self, venv: VecEnv | None = None, horizon: int | None = None) -> InnerLoop:
+        """The inner loop of this model (its objective, horizon, γ, λ, advantage normalisation).
+
+        :param venv: the VecEnv it will sample, if not the model's own (its horizon counts when the model has none)
+        :param horizon: the horizon of the env it will sample, used unless the model sets ``max_episode_steps``
+        """
+        if self.max_episode_steps is None and horizon is not None:
+            horizon = check_int("horizon", horizon)
+        else:
+            horizon = self._horizon(venv)
+        return InnerLoop(self.make_objective(), horizon, self.gamma, self.gae_lambda, self.normalize_advantage)
 
     def meta_parameters(self) -> Params:
         """The meta-parameters θ (detached copies)."""
@@ -290,59 +274,6 @@ class MetaAlgorithm(BaseAlgorithm):
         with th.no_grad():
             for name, p in self.policy.actor_parameters().items():
                 p.copy_(params[name])
-
-    # --- sampling and the inner loop -----------------------------------------------------------
-    def _collect(
-        self, venv: VecEnv, tasks: list[Task], params: Params, per_task: bool, n_episodes: int, on_step: Any
-    ) -> TaskBatch | None:
-        batch = collect_task_batch(venv, self.policy, tasks, n_episodes, params, per_task, self._horizon(venv), on_step)
-        if batch is not None:
-            batch.compute_advantages(self.gamma, self.gae_lambda, self.normalize_advantage)
-        return batch
-
-    def _sample_and_adapt(
-        self,
-        venv: VecEnv,
-        tasks: list[Task],
-        n_steps: int,
-        n_episodes: int,
-        on_step: Any,
-        sample_last: bool,
-        step_sizes: Sequence[float] | None = None,
-    ) -> tuple[list[TaskBatch], Params, float, float] | None:
-        """Inner loop for all tasks at once: sample, θ_i ← θ_i − α∇L_i(θ_i), ``n_steps`` times.
-
-        ``step_sizes``: α of each step (default ``inner_lr`` for all; adaptation at test time may use others).
-
-        :return: the batches (one per step, plus the post-adaptation one when ``sample_last``), the adapted
-            stacked parameters, and seconds spent sampling / in inner steps; None if a callback stopped training
-        """
-        params: Params = self.meta_parameters()
-        per_task, batches, sampling_s, inner_s = False, [], 0.0, 0.0
-        objective = self.objective
-        for step in range(n_steps + int(sample_last)):
-            t0 = time.perf_counter()
-            batch = self._collect(venv, tasks, params, per_task, n_episodes, on_step)
-            sampling_s += time.perf_counter() - t0
-            if batch is None:
-                return None
-            # parameters each task's episodes were sampled with: the inner-loop path θ_i^(s), reused by the outer step
-            batch.sampling_params = {
-                k: v.detach() for k, v in (params if per_task else stack_params(params, len(tasks))).items()
-            }
-            batches.append(batch)
-            if step == n_steps:
-                break
-            t0 = time.perf_counter()
-            alpha = None if step_sizes is None else step_sizes[step]
-            params = objective.inner_step(params, batch.flat(), shared=not per_task, create_graph=False, step_size=alpha)
-            per_task = True
-            inner_s += time.perf_counter() - t0
-            if not _all_finite(params):  # the adapted policies cannot act: stop here (the caller rejects the iteration)
-                break
-        if not per_task:
-            params = stack_params(params, len(tasks))
-        return batches, params, sampling_s, inner_s
 
     # --- learn ---------------------------------------------------------------------------------
     def _setup_learn(
@@ -408,12 +339,27 @@ class MetaAlgorithm(BaseAlgorithm):
                 break
             self._n_iterations += 1
             if log_interval is not None and log_interval > 0 and self._n_iterations % log_interval == 0:
-                self._dump_logs()
+                self.dump_logs()
         callback.on_training_end()
         return self
 
     def _meta_iteration(self, callback: BaseCallback) -> bool:
-        """One meta-iteration; False when a callback stopped training."""
+        """One meta-iteration, inner loop → outer step → record; False when a callback stopped training."""
+        times: dict[str, float] = {}
+        with stopwatch(times, "iteration"):
+            callback.on_rollout_start()
+            inner = self._inner_loop(callback)  # D_i^(0..n-1), θ_i and D_i' for a fresh meta-batch of tasks
+            if inner is None:
+                return False
+            callback.update_locals(locals())
+            callback.on_rollout_end()
+            with stopwatch(times, "meta_step"):
+                stats = self._checked_outer_step(inner)  # θ ← outer update (TRPO, or Reptile's interpolation)
+        self._record(inner, stats, times)
+        return True
+
+    def _inner_loop(self, callback: BaseCallback) -> InnerLoopResult | None:
+        """Sample ``meta_batch_size`` tasks and run the inner loop on the training env (None: a callback stopped)."""
         assert self.env is not None
         n_envs = self.env.num_envs
 
@@ -423,60 +369,60 @@ class MetaAlgorithm(BaseAlgorithm):
             callback.update_locals(locals())
             return callback.on_step()
 
-        start = time.perf_counter()
-        steps_before = self.num_timesteps
-        callback.on_rollout_start()
         tasks = self._sample_tasks(self.meta_batch_size)
-        result = self._sample_and_adapt(
-            self.env, tasks, self.n_inner_steps, self.fast_batch_size, on_step, self._needs_post_adaptation_batch
+        return self.inner_loop().run(
+            self.meta_parameters(),
+            self.env,
+            tasks,
+            self.n_inner_steps,
+            self.fast_batch_size,
+            sample_last=self._needs_post_adaptation_batch,
+            on_step=on_step,
         )
-        if result is None:
-            return False
-        batches, adapted, sampling_s, inner_s = result
-        callback.update_locals(locals())
-        callback.on_rollout_end()
 
-        t0 = time.perf_counter()
-        # non-finite adapted parameters (e.g. NaN rewards): sampling stopped early, the update is rejected below
-        stats = self._outer_step(batches, adapted) if _all_finite(adapted) else None
-        meta_step_s = time.perf_counter() - t0
-        if stats is None:  # non-finite loss/gradient: iteration rejected, parameters kept
-            self._n_nonfinite += 1
-            warnings.warn(f"Non-finite loss or gradient at meta-iteration {self._n_iterations}: update rejected")
-            if self._n_nonfinite >= self.max_nonfinite_iterations:
-                raise RuntimeError(
-                    f"{self._n_nonfinite} consecutive meta-iterations had a non-finite loss or gradient; stopping. "
-                    "Lower inner_lr/target_kl or check the env's rewards and observations for NaN/inf."
-                )
-            stats = {}
-        else:
+    def _checked_outer_step(self, inner: InnerLoopResult) -> dict[str, float]:
+        """:meth:`_outer_step`, with a non-finite update rejected (parameters kept) and an error after too many."""
+        # non-finite adapted parameters (e.g. NaN rewards) stopped sampling early: the update is rejected
+        stats = self._outer_step(inner) if all_finite(inner.adapted) else None
+        if stats is not None:
             self._n_nonfinite = 0
+            return stats
+        self._n_nonfinite += 1
+        warnings.warn(f"Non-finite loss or gradient at meta-iteration {self._n_iterations}: update rejected")
+        if self._n_nonfinite >= self.max_nonfinite_iterations:
+            raise RuntimeError(
+                f"{self._n_nonfinite} consecutive meta-iterations had a non-finite loss or gradient; stopping. "
+                "Lower inner_lr/target_kl or check the env's rewards and observations for NaN/inf."
+            )
+        return {}
 
-        self.logger.record("rollout/pre_adapt_return", batches[0].mean_return())
-        if len(batches) > 1:
-            self.logger.record("rollout/post_adapt_return", batches[-1].mean_return())
-        for key, value in stats.items():
-            self.logger.record(key, value)
-        self.logger.record(
-            "train/log_std", float(self.policy.log_std.mean().item()) if hasattr(self.policy, "log_std") else 0.0
-        )
-        elapsed = time.perf_counter() - start
-        self.logger.record("time/sampling_s", sampling_s)
-        self.logger.record("time/inner_s", inner_s)
-        self.logger.record("time/meta_step_s", meta_step_s)
-        self.logger.record("time/iteration_s", elapsed)
-        self.logger.record("time/fps", int((self.num_timesteps - steps_before) / max(elapsed, 1e-9)))
-        # kept for benchmarks (benchmarks/meta_step.py) and the meta-step-time figure
-        self.iteration_times.append(
-            {"sampling_s": sampling_s, "inner_s": inner_s, "meta_step_s": meta_step_s, "iteration_s": elapsed}
-        )
-        return True
-
-    def _outer_step(self, batches: list[TaskBatch], adapted: Params) -> dict[str, float] | None:
-        """Update the meta-parameters from this iteration's batches; None if the update was non-finite."""
+    def _outer_step(self, inner: InnerLoopResult) -> dict[str, float] | None:
+        """Update the meta-parameters from this iteration's inner loop; None if the update was non-finite."""
         raise NotImplementedError
 
-    def _dump_logs(self) -> None:
+    def _record(self, inner: InnerLoopResult, stats: dict[str, float], times: dict[str, float]) -> None:
+        """Log the iteration (written by :meth:`dump_logs`) and keep its times."""
+        self.logger.record("rollout/pre_adapt_return", inner.batches[0].mean_return())
+        if len(inner.batches) > 1:
+            self.logger.record("rollout/post_adapt_return", inner.batches[-1].mean_return())
+        for key, value in stats.items():
+            self.logger.record(key, value)
+        log_std = getattr(self.policy, "log_std", None)
+        self.logger.record("train/log_std", float(log_std.mean().item()) if log_std is not None else 0.0)
+        steps = sum(b.n_steps for b in inner.batches)
+        iteration_times = {
+            "sampling_s": inner.times["sampling"],
+            "inner_s": inner.times["inner"],
+            "meta_step_s": times["meta_step"],
+            "iteration_s": times["iteration"],
+        }
+        for key, value in iteration_times.items():
+            self.logger.record(f"time/{key}", value)
+        self.logger.record("time/fps", int(steps / max(times["iteration"], 1e-9)))
+        self.iteration_times.append(iteration_times)
+
+    def dump_logs(self) -> None:
+        """Write the logs of the last iteration, with the episode statistics and counters (SB3's ``dump_logs``)."""
         time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
         self.logger.record("time/iterations", self._n_iterations, exclude="tensorboard")
         if self.ep_info_buffer is not None and len(self.ep_info_buffer) > 0:
@@ -487,28 +433,6 @@ class MetaAlgorithm(BaseAlgorithm):
         self.logger.dump(step=self.num_timesteps)
 
     # --- adaptation ------------------------------------------------------------------------------
-    def _adaptation_venv(self, env: Any, n_envs: int) -> tuple[VecEnv, Any]:
-        """A VecEnv for adaptation, separate from the training env (whose RNG state must not move).
-
-        Cached per (env, size): building MuJoCo sub-envs is not free and evaluation callbacks adapt repeatedly.
-        """
-        base = get_task_env(env)
-        _check_not_mixture(env)
-        key = (id(env), n_envs)
-        cached = self._adapt_venvs.get(key)
-        if cached is None or cached[1] is not base:
-            if len(self._adapt_venvs) >= 4:
-                for old_venv, _ in self._adapt_venvs.values():
-                    old_venv.close()
-                self._adapt_venvs = {}
-            # the env as given (wrappers such as OracleObservation kept), copied so that the caller's env never moves;
-            # the same builder as evaluate_adaptation's (imported here: evaluation builds on this module)
-            from sb3_meta.common.evaluation import make_adaptation_vec_env
-
-            cached = (make_adaptation_vec_env(env, n_envs), base)
-            self._adapt_venvs[key] = cached
-        return cached
-
     def adapt_tasks(
         self,
         tasks: Sequence[Task],
@@ -526,32 +450,20 @@ class MetaAlgorithm(BaseAlgorithm):
         :return: the adapted stacked parameters and the mean return per task before each step and after the
             last one, shape (K, n_steps + 1)
         """
-        n_steps = _check_positive_int("n_steps", n_steps, minimum=0)
-        n_episodes = self.fast_batch_size if n_episodes is None else _check_positive_int("n_episodes", n_episodes)
+        n_steps = check_int("n_steps", n_steps, minimum=0)
+        n_episodes = self.fast_batch_size if n_episodes is None else check_int("n_episodes", n_episodes)
         tasks = list(tasks)
         if not tasks:
             raise ValueError("adapt_tasks needs at least one task")
         source = env if env is not None else self.task_env
         if source is None:
             raise ValueError("No task distribution: pass env=... (the model has none, e.g. loaded without env)")
-        step_sizes = _check_step_sizes(adapt_lr, n_steps, self.inner_lr)
-        venv, _ = self._adaptation_venv(source, len(tasks) * n_episodes)
+        step_sizes = check_step_sizes(adapt_lr, n_steps, self.inner_lr)
+        check_not_mixture(source)
+        venv = self._adapt_venvs.get(source, len(tasks) * n_episodes)  # separate from the training env and its RNGs
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
-        devices = [self.device] if self.device.type == "cuda" else []
-        with th.random.fork_rng(devices=devices):
-            if seed is not None:
-                th.manual_seed(seed)
-                venv.seed(seed)
-            result = self._sample_and_adapt(venv, tasks, n_steps, n_episodes, None, sample_last=True, step_sizes=step_sizes)
-        assert result is not None
-        batches, adapted, _, _ = result
-        if not _all_finite(adapted):
-            raise RuntimeError(
-                "Adaptation gave non-finite parameters: check the env's rewards and observations for NaN/inf, "
-                "or lower adapt_lr"
-            )
-        returns = np.stack([b.episode_returns().mean(dim=1).cpu().numpy() for b in batches], axis=1)
-        return adapted, returns
+        inner = self.inner_loop(venv).adapt(self.meta_parameters(), venv, tasks, n_steps, n_episodes, seed, step_sizes)
+        return inner.adapted, inner.returns_per_task()
 
     def adapt(
         self: SelfMetaAlgorithm,
@@ -582,6 +494,7 @@ class MetaAlgorithm(BaseAlgorithm):
             task, task_source = env, self.task_env
             self.task_env.validate_task(task) if hasattr(self.task_env, "validate_task") else None
         elif env is not None:
+            check_not_mixture(env)  # before asking for its task: a mixture has none to keep
             task_source = env
             task = get_task_env(env).get_task()
         else:
@@ -660,30 +573,10 @@ class MetaAlgorithm(BaseAlgorithm):
             **kwargs,
         )
         model.task_env = task_env
-        model._adapt_venvs = {}
+        model._adapt_venvs = AdaptationVecEnvs(max_entries=4)
         if model._rng_state is not None:
             set_rng_state(model._rng_state, task_env, model.env)
         return model
-
-
-def _all_finite(params: Params) -> bool:
-    return all(bool(th.isfinite(v).all()) for v in params.values())
-
-
-def _check_not_mixture(env: Any) -> None:
-    if getattr(get_task_env(env), "sample_task_on_reset", False) or _is_wrapped_in(env, "TaskMixture"):
-        raise ValueError(
-            "This env draws a new task at every reset (task mixture): meta-learning and adaptation need each sub-env "
-            "to keep the task it is given. Pass the task distribution without TaskMixture / sample_task_on_reset."
-        )
-
-
-def _is_wrapped_in(env: Any, wrapper_name: str) -> bool:
-    while isinstance(env, gym.Wrapper):
-        if type(env).__name__ == wrapper_name:
-            return True
-        env = env.env
-    return False
 
 
 def _all_subclasses(cls: type) -> list[type]:

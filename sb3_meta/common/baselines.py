@@ -16,17 +16,26 @@ import copy
 from typing import Any
 
 import gymnasium as gym
+import torch as th
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import MaybeCallback
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from torch import nn
 
-from sb3_meta.common.evaluation import OracleVecEnv, _as_task_env, _check_int, _env_horizon, _wrapper_layout
-from sb3_meta.envs.vec_env import get_task_env, make_task_vec_env
-from sb3_meta.envs.wrappers import OracleObservation, TaskMixture
+from sb3_meta.common.policies import MetaActorCriticPolicy
+from sb3_meta.common.sb3_policies import DEFAULT_ADAPT_LR, meta_policy_from_sb3
+from sb3_meta.common.utils import check_int
+from sb3_meta.envs.builders import as_task_env, env_horizon, make_mixture_vec_env
+from sb3_meta.maml.maml import FOMAML
 
-__all__ = ["BASELINE_POLICY_KWARGS", "make_mixture_vec_env", "make_random", "train_oracle", "train_pretrained"]
+__all__ = [
+    "BASELINE_POLICY_KWARGS",
+    "as_meta_model",
+    "make_mixture_vec_env",
+    "make_random",
+    "train_oracle",
+    "train_pretrained",
+]
 
 #: The meta-learners' actor (two hidden layers of 100 ReLU units) plus a critic of the same size.
 BASELINE_POLICY_KWARGS: dict[str, Any] = dict(net_arch=dict(pi=[100, 100], vf=[100, 100]), activation_fn=nn.ReLU)
@@ -44,41 +53,6 @@ def _algo_class(algo: str) -> type[BaseAlgorithm]:
             raise ImportError("algo='trpo' needs sb3-contrib: pip install sb3-contrib") from e
         return TRPO
     raise ValueError(f"algo must be 'ppo', 'trpo' or 'a2c', got {algo!r}")
-
-
-def make_mixture_vec_env(env: gym.Env | str, n_envs: int, seed: int | None = None, oracle: bool = False) -> VecEnv:
-    """A VecMonitor-wrapped VecEnv of the task mixture: every sub-env draws a fresh task at every reset.
-
-    Uses the distribution's batched VecEnv (``sample_task_on_reset=True`` on a copy of the distribution) where it
-    has one and ``env`` carries no wrapper that changes behaviour; otherwise SB3's ``DummyVecEnv`` over
-    :class:`~sb3_meta.envs.TaskMixture` copies of ``env``. ``env`` itself is not modified.
-
-    :param env: a task distribution (possibly wrapped; an :class:`~sb3_meta.envs.OracleObservation` is ignored,
-        use ``oracle``) or a registered id
-    :param n_envs: number of sub-envs
-    :param seed: sub-env ``i`` is seeded with ``seed + i`` (task and initial-state RNGs)
-    :param oracle: append the task to the observations (the oracle's env)
-    :return: the VecEnv
-    """
-    env = _as_task_env(env)
-    n_envs = _check_int("n_envs", n_envs, 1)
-    base = copy.deepcopy(get_task_env(env))
-    base.sample_task_on_reset = True
-    _, only_neutral = _wrapper_layout(env)
-    batched = getattr(base, "batched_vec_env_cls", None) is not None
-    if only_neutral and (batched or not oracle):
-        venv = make_task_vec_env(base, n_envs, seed=seed)
-        if oracle:
-            venv = OracleVecEnv(venv)
-    else:
-        inner = env
-        while isinstance(inner, (OracleObservation, TaskMixture)):  # re-applied below, outermost
-            inner = inner.env
-        mixture: gym.Env = TaskMixture(copy.deepcopy(inner))
-        if oracle:
-            mixture = OracleObservation(mixture)
-        venv = make_task_vec_env(mixture, n_envs, seed=seed, vec_env_cls="dummy")
-    return VecMonitor(venv)
 
 
 def _default_kwargs(algo: str, rollout_size: int) -> dict[str, Any]:
@@ -108,10 +82,10 @@ def _make_model(
     algo_kwargs: dict[str, Any],
 ) -> BaseAlgorithm:
     cls = _algo_class(algo)
-    env = _as_task_env(env)
+    env = as_task_env(env, "the baselines")
     if n_steps is None:
-        n_steps = _env_horizon(env) or 2048
-    n_steps = _check_int("n_steps", n_steps, 1)
+        n_steps = env_horizon(env) or 2048
+    n_steps = check_int("n_steps", n_steps, 1)
     venv = make_mixture_vec_env(env, n_envs, seed=seed, oracle=oracle)
     kwargs = {**_default_kwargs(algo, n_steps * venv.num_envs), "n_steps": n_steps, **algo_kwargs}
     return cls(
@@ -159,7 +133,7 @@ def train_pretrained(
         rollout, so that an update stays cheap)
     :return: the trained model
     """
-    total_timesteps = _check_int("total_timesteps", total_timesteps, 1)
+    total_timesteps = check_int("total_timesteps", total_timesteps, 1)
     model = _make_model(env, algo, seed, False, n_envs, n_steps, policy_kwargs, device, verbose, tensorboard_log, algo_kwargs)
     return model.learn(total_timesteps, callback=callback, progress_bar=progress_bar)
 
@@ -206,6 +180,43 @@ def train_oracle(
 
     :return: the trained model (its observation space is the oracle's)
     """
-    total_timesteps = _check_int("total_timesteps", total_timesteps, 1)
+    total_timesteps = check_int("total_timesteps", total_timesteps, 1)
     model = _make_model(env, algo, seed, True, n_envs, n_steps, policy_kwargs, device, verbose, tensorboard_log, algo_kwargs)
     return model.learn(total_timesteps, callback=callback, progress_bar=progress_bar)
+
+
+def as_meta_model(model: BaseAlgorithm, max_episode_steps: int | None = None) -> FOMAML:
+    """A FOMAML holding a copy of ``model``'s policy, to adapt it with the meta-learners' VPG step (``adapt_tasks``).
+
+    An sb3_meta meta-learner is returned as it is. An SB3 on-policy model (PPO, A2C, TRPO) with a Gaussian or
+    categorical ``ActorCriticPolicy`` is copied (:func:`~sb3_meta.common.sb3_policies.meta_policy_from_sb3`) into
+    a FOMAML with ``meta_batch_size=fast_batch_size=1`` and no env; the VPG step then uses the meta-learners'
+    defaults: ``gamma=0.99``, ``gae_lambda=1.0``, normalised advantages, a linear feature baseline, α = 0.1.
+    Neither ``model`` nor any global RNG is changed. (:func:`~sb3_meta.common.evaluation.evaluate_adaptation`
+    takes SB3 models directly.)
+
+    :param model: the model
+    :param max_episode_steps: episode horizon of the copy (needed for SB3 models, which have no task env)
+    :return: the meta-learner
+    """
+    if isinstance(getattr(model, "policy", None), MetaActorCriticPolicy) and callable(getattr(model, "inner_loop", None)):
+        return model  # type: ignore[return-value]  # a meta-learner already
+    if not isinstance(model, BaseAlgorithm):
+        raise ValueError(f"Expected an SB3 model (PPO, A2C, TRPO) or an sb3_meta meta-learner, got {type(model).__name__}")
+    meta_policy = meta_policy_from_sb3(model)
+    device = meta_policy.device
+    with th.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # weight init draws from torch's RNG
+        adapter = FOMAML(
+            type(meta_policy),
+            None,
+            meta_batch_size=1,
+            fast_batch_size=1,
+            inner_lr=DEFAULT_ADAPT_LR,
+            max_episode_steps=max_episode_steps,
+            device=device,
+            _init_setup_model=False,
+        )
+        adapter.observation_space, adapter.action_space = meta_policy.observation_space, meta_policy.action_space
+        adapter._setup_lr_schedule()
+        adapter.policy = meta_policy
+    return adapter

@@ -10,15 +10,9 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_meta.common.evaluation import (
-    AdaptationResult,
-    _as_task_env,
-    _check_int,
-    _EvalSpec,
-    _EvalVecEnvs,
-    _prepare,
-    _run_evaluation,
-)
+from sb3_meta.common.evaluation import AdaptationResult, EvaluationSpec, prepare_evaluation, run_evaluation
+from sb3_meta.common.utils import check_int
+from sb3_meta.envs.builders import AdaptationVecEnvs, as_task_env
 from sb3_meta.envs.core import Task
 
 __all__ = ["MetaEvalCallback", "StopTrainingOnIterations"]
@@ -72,12 +66,12 @@ class MetaEvalCallback(BaseCallback):
         verbose: int = 1,
     ) -> None:
         super().__init__(verbose=verbose)
-        self.eval_env = _as_task_env(eval_env)
-        self.eval_freq = _check_int("eval_freq", eval_freq, 1)
-        self.n_tasks = _check_int("n_tasks", n_tasks, 1)
-        self.n_steps = None if n_steps is None else _check_int("n_steps", n_steps, 0)
-        self.n_episodes = None if n_episodes is None else _check_int("n_episodes", n_episodes, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.eval_env = as_task_env(eval_env, "MetaEvalCallback")
+        self.eval_freq = check_int("eval_freq", eval_freq, 1)
+        self.n_tasks = check_int("n_tasks", n_tasks, 1)
+        self.n_steps = None if n_steps is None else check_int("n_steps", n_steps, 0)
+        self.n_episodes = None if n_episodes is None else check_int("n_episodes", n_episodes, 1)
+        self.seed = check_int("seed", seed, 0)
         self.deterministic = bool(deterministic)
         self.adapt_lr = adapt_lr
         self.best_model_save_path = best_model_save_path
@@ -90,8 +84,8 @@ class MetaEvalCallback(BaseCallback):
         self.evaluations_results: list[np.ndarray] = []
         self._n_rollouts = 0
         self._last_evaluated = 0
-        self._spec: _EvalSpec | None = None
-        self._venvs = _EvalVecEnvs()
+        self._spec: EvaluationSpec | None = None
+        self._venvs = AdaptationVecEnvs()
 
     def _init_callback(self) -> None:
         if self.n_steps is None:
@@ -99,7 +93,7 @@ class MetaEvalCallback(BaseCallback):
         if self.n_episodes is None:
             self.n_episodes = int(getattr(self.model, "fast_batch_size", 20))
         # every argument checked, and the held-out tasks drawn, once and before training
-        self._spec = _prepare(
+        self._spec = prepare_evaluation(
             self.model,
             self.eval_env,
             self.n_tasks,
@@ -136,7 +130,7 @@ class MetaEvalCallback(BaseCallback):
     def _evaluate(self) -> None:
         assert self._spec is not None
         self._last_evaluated = self._n_rollouts
-        result = _run_evaluation(self.model, self._spec, self._venvs)
+        result = run_evaluation(self.model, self._spec, self._venvs)
         self.last_result = result
         self.evaluations_timesteps.append(self.num_timesteps)
         self.evaluations_iterations.append(self._n_rollouts)
@@ -195,7 +189,7 @@ class StopTrainingOnIterations(BaseCallback):
 
     def __init__(self, max_iterations: int, verbose: int = 0) -> None:
         super().__init__(verbose=verbose)
-        self.max_iterations = _check_int("max_iterations", max_iterations, 1)
+        self.max_iterations = check_int("max_iterations", max_iterations, 1)
         self.n_iterations = 0
         self.timesteps_at_stop: int | None = None
 

@@ -176,32 +176,15 @@ class MetaObjective:
         inner_batches: list[Batch],
         adapted: Params,
         outer: Batch,
-        old_dist: DistParams | None = None,
     ) -> Callable[[Params], Params]:
-        """v ↦ mean_i J_iᵀ F_i J_i v at the current θ (J_i = I when ``first_order``); ``old_dist`` is the
-        distribution at ``adapted`` (recomputed here, the argument is accepted for symmetry with the references)."""
+        """v ↦ mean_i J_iᵀ F_i J_i v at the current θ (J_i = I when ``first_order``); the Fisher F_i is that of
+        π_old = π_{θ_i} at ``adapted``, computed from the adapted parameters."""
         return self.outer_problem(path, inner_batches, adapted, outer).kl_hvp
 
     def kl_of_theta(self, theta: Params, inner_batches: list[Batch], outer: Batch, old_dist: DistParams) -> th.Tensor:
         """mean_i KL(π_old ‖ π_{θ_i(θ)}) as a differentiable function of θ (graph through the inner step)."""
         adapted = self.adapted_for_meta_gradient(theta, inner_batches)
         return vmap(self.kl)(adapted, outer, old_dist).mean()
-
-    def kl_hvp_double_backward(
-        self, theta: Params, inner_batches: list[Batch], outer: Batch, old_dist: DistParams
-    ) -> Callable[[Params], Params]:
-        """Reference HVP by differentiating the KL's gradient through the inner update (third order)."""
-        names = list(theta)
-
-        def product(v: Params) -> Params:
-            leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
-            kl = self.kl_of_theta(leaves, inner_batches, outer, old_dist)
-            g = th.autograd.grad(kl, [leaves[k] for k in names], create_graph=True)
-            gv = sum((gi * v[k]).sum() for gi, k in zip(g, names))
-            hv = th.autograd.grad(gv, [leaves[k] for k in names])  # type: ignore[arg-type]  # sum of tensors: a Tensor
-            return dict(zip(names, hv))
-
-        return product
 
     def kl_hvp_finite_difference(
         self, theta: Params, inner_batches: list[Batch], outer: Batch, old_dist: DistParams, base_eps: float = 1e-5

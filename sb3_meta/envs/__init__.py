@@ -1,11 +1,12 @@
 """Task distributions for meta-RL and the batched VecEnvs that sample them."""
 
+import importlib
+from typing import Any
+
 import gymnasium as gym
 
-from sb3_meta.envs.ant import AntDirTask, AntDirTasks, AntVelTask, AntVelTasks
+from sb3_meta.envs.builders import AdaptationVecEnvs, make_adaptation_vec_env, make_mixture_vec_env
 from sb3_meta.envs.core import Task, TaskEnv, check_task
-from sb3_meta.envs.half_cheetah import HalfCheetahDirTask, HalfCheetahDirTasks, HalfCheetahVelTask, HalfCheetahVelTasks
-from sb3_meta.envs.mujoco_vec_env import MujocoTaskEnv, MujocoTaskVecEnv
 from sb3_meta.envs.point_mass import PointMassTask, PointMassTasks, PointMassVecEnv
 from sb3_meta.envs.vec_env import (
     BatchedTaskVecEnv,
@@ -15,9 +16,37 @@ from sb3_meta.envs.vec_env import (
     is_task_vec_env,
     make_task_vec_env,
 )
-from sb3_meta.envs.wrappers import OracleObservation, TaskMixture, make_oracle_env, register_oracle_env
+from sb3_meta.envs.wrappers import (
+    OracleObservation,
+    OracleVecEnv,
+    TaskMixture,
+    check_not_mixture,
+    make_oracle_env,
+    register_oracle_env,
+)
+
+#: Names of the MuJoCo modules, imported on first use so that ``import sb3_meta`` does not import MuJoCo.
+_MUJOCO_NAMES = {
+    "AntDirTask": "ant",
+    "AntDirTasks": "ant",
+    "AntVelTask": "ant",
+    "AntVelTasks": "ant",
+    "HalfCheetahDirTask": "half_cheetah",
+    "HalfCheetahDirTasks": "half_cheetah",
+    "HalfCheetahVelTask": "half_cheetah",
+    "HalfCheetahVelTasks": "half_cheetah",
+    "MujocoTaskEnv": "mujoco_vec_env",
+    "MujocoTaskVecEnv": "mujoco_vec_env",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MUJOCO_NAMES:
+        return getattr(importlib.import_module(f"sb3_meta.envs.{_MUJOCO_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "AdaptationVecEnvs",
     "AntDirTask",
     "AntDirTasks",
     "AntVelTask",
@@ -30,6 +59,7 @@ __all__ = [
     "MujocoTaskEnv",
     "MujocoTaskVecEnv",
     "OracleObservation",
+    "OracleVecEnv",
     "PointMassTask",
     "PointMassTasks",
     "PointMassVecEnv",
@@ -38,9 +68,12 @@ __all__ = [
     "TaskEnv",
     "TaskMixture",
     "TaskSubprocVecEnv",
+    "check_not_mixture",
     "check_task",
     "get_task_env",
     "is_task_vec_env",
+    "make_adaptation_vec_env",
+    "make_mixture_vec_env",
     "make_oracle_env",
     "make_task_vec_env",
     "register_oracle_env",

@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sb3_meta.common.utils import check_int
 from sb3_meta.envs.core import Task, TaskEnv
 
 __all__ = ["BanditTask", "BanditTasks"]
@@ -57,10 +58,7 @@ class BanditTasks(TaskEnv[BanditTask]):
         seed: int | None = None,
         sample_task_on_reset: bool = False,
     ) -> None:
-        if isinstance(n_arms, bool) or not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
-            raise ValueError(f"n_arms must be an integer >= 1, got {n_arms!r}")
-        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        n_arms, horizon = check_int("n_arms", n_arms), check_int("horizon", horizon)
         if reward not in ("bernoulli", "gaussian"):
             raise ValueError(f"reward must be 'bernoulli' or 'gaussian', got {reward!r}")
         if not np.isfinite(noise_std) or noise_std < 0:

@@ -18,6 +18,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from sb3_meta.common.utils import check_int
 from sb3_meta.envs.core import Task, TaskEnv, as_task_list
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "TaskVecEnvWrapper",
     "check_actions",
     "get_task_env",
+    "is_bookkeeping_wrapper",
     "is_task_vec_env",
     "make_task_vec_env",
 ]
@@ -187,10 +189,9 @@ class BatchedTaskVecEnv(VecEnv):
     """
 
     def __init__(self, env: TaskEnv, n_envs: int) -> None:
-        if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
-            raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+        n_envs = check_int("n_envs", n_envs)
         self.template_env = env
-        super().__init__(int(n_envs), env.observation_space, env.action_space)
+        super().__init__(n_envs, env.observation_space, env.action_space)
         self._task_rngs = env.spawn_task_rngs(self.num_envs)
         if env._task is not None:
             self._tasks: list[Task] = [env._task] * self.num_envs
@@ -258,9 +259,8 @@ class BatchedTaskVecEnv(VecEnv):
         return self._sample_with(0, n)
 
     def _sample_with(self, index: int, n: int) -> list[Task]:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"sample_tasks: n must be an integer >= 1, got {n!r}")
-        return [self.template_env._sample_task(self._task_rngs[index]) for _ in range(int(n))]
+        n = check_int("sample_tasks: n", n)
+        return [self.template_env._sample_task(self._task_rngs[index]) for _ in range(n)]
 
     # --- VecEnv API -------------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
@@ -372,19 +372,30 @@ def is_task_vec_env(venv: Any) -> bool:
     return isinstance(venv, VecEnv) and has_api
 
 
+def is_bookkeeping_wrapper(wrapper: gym.Wrapper) -> bool:
+    """Whether a batched VecEnv of the distribution under ``wrapper`` behaves as if ``wrapper`` were there:
+    gymnasium's bookkeeping wrappers (order enforcing, passive checker) and time limits no shorter than the
+    distribution's own ``max_episode_steps``."""
+    if isinstance(wrapper, gym.wrappers.TimeLimit):
+        own_limit = getattr(wrapper.unwrapped, "max_episode_steps", None)
+        return own_limit is not None and wrapper._max_episode_steps >= own_limit
+    return isinstance(wrapper, (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker))
+
+
 def _batchable(env: gym.Env) -> bool:
-    """Whether a batched VecEnv of ``env.unwrapped`` behaves like ``env``: only gymnasium's bookkeeping wrappers
-    (order enforcing, passive checker) and time limits no shorter than the env's own ``max_episode_steps``."""
-    base = env.unwrapped
+    """Whether a batched VecEnv of ``env.unwrapped`` behaves like ``env``: only bookkeeping wrappers around it."""
     while isinstance(env, gym.Wrapper):
-        if isinstance(env, gym.wrappers.TimeLimit):
-            own_limit = getattr(base, "max_episode_steps", None)
-            if own_limit is None or env._max_episode_steps < own_limit:
-                return False
-        elif not isinstance(env, (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)):
+        if not is_bookkeeping_wrapper(env):
             return False
         env = env.env
     return True
+
+
+def _check_no_ray_options(**ray_options: Any) -> None:
+    """Refuse Ray options given for a VecEnv that does not run on Ray (they would be silently ignored)."""
+    given = [name for name, value in ray_options.items() if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply with vec_env_cls='ray'")
 
 
 def make_task_vec_env(
@@ -393,6 +404,9 @@ def make_task_vec_env(
     seed: int | None = None,
     vec_env_cls: str | type[VecEnv] | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    ray_workers: int | None = None,
+    ray_actor_options: dict[str, Any] | None = None,
+    ray_address: str | None = None,
 ) -> VecEnv:
     """Make a VecEnv of ``n_envs`` sub-envs of one task distribution, each holding its own task.
 
@@ -407,13 +421,16 @@ def make_task_vec_env(
     :param seed: sub-env ``i`` is seeded with ``seed + i`` at the first reset (SB3 convention)
     :param vec_env_cls: ``None`` (the distribution's batched VecEnv if it has one and ``env`` carries no wrapper
         that changes its behaviour, e.g. :class:`~sb3_meta.envs.wrappers.OracleObservation`; else ``DummyVecEnv``),
-        ``"batched"``, ``"dummy"``, ``"subproc"``, or a VecEnv class
+        ``"batched"``, ``"dummy"``, ``"subproc"``, ``"ray"`` (the batched VecEnv in shards on Ray actors:
+        :class:`~sb3_meta.envs.ray_vec_env.RayTaskVecEnv`, needs ``pip install "sb3_meta[ray]"``), or a VecEnv class
     :param env_kwargs: constructor arguments when ``env_or_id`` is an id
+    :param ray_workers: with ``vec_env_cls="ray"``: number of actors (default: one per CPU of the cluster)
+    :param ray_actor_options: with ``vec_env_cls="ray"``: actor options (``num_cpus``, ``scheduling_strategy``,
+        ``placement_group``, ``resources``...; see :class:`~sb3_meta.envs.ray_vec_env.RayTaskVecEnv`)
+    :param ray_address: with ``vec_env_cls="ray"``: the cluster to connect to if this process is not connected yet
     :return: the VecEnv, with ``set_tasks(tasks)`` and ``get_tasks()``
     """
-    if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
-        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
-    n_envs = int(n_envs)
+    n_envs = check_int("n_envs", n_envs)
     if isinstance(env_or_id, str):
         env = gym.make(env_or_id, **(env_kwargs or {}))
     elif isinstance(env_or_id, gym.Env):
@@ -426,6 +443,11 @@ def make_task_vec_env(
     batched_cls = getattr(base, "batched_vec_env_cls", None)
     if vec_env_cls is None:
         vec_env_cls = "batched" if batched_cls is not None and _batchable(env) else "dummy"
+    if vec_env_cls == "ray":
+        from sb3_meta.envs.ray_vec_env import make_ray_task_vec_env  # Ray is optional: imported only when asked for
+
+        return make_ray_task_vec_env(env, n_envs, seed, ray_workers, ray_actor_options, ray_address)
+    _check_no_ray_options(ray_workers=ray_workers, ray_actor_options=ray_actor_options, ray_address=ray_address)
     if vec_env_cls == "batched":
         if batched_cls is None:
             raise ValueError(f"{type(base).__name__} has no batched VecEnv; use vec_env_cls='dummy' or 'subproc'")
@@ -437,7 +459,7 @@ def make_task_vec_env(
     elif vec_env_cls == "subproc" or vec_env_cls is SubprocVecEnv:
         vec_env_cls = TaskSubprocVecEnv
     if not (isinstance(vec_env_cls, type) and issubclass(vec_env_cls, VecEnv)):
-        raise ValueError(f"vec_env_cls must be 'batched', 'dummy', 'subproc' or a VecEnv class, got {vec_env_cls!r}")
+        raise ValueError(f"vec_env_cls must be 'batched', 'dummy', 'subproc', 'ray' or a VecEnv class, got {vec_env_cls!r}")
 
     if issubclass(vec_env_cls, BatchedTaskVecEnv):
         venv: VecEnv = vec_env_cls(copy.deepcopy(base), n_envs)  # type: ignore[call-arg]

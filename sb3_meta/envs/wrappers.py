@@ -17,11 +17,22 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import WrapperSpec, get_env_id, parse_env_id
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from sb3_meta.envs.core import Task
-from sb3_meta.envs.vec_env import get_task_env
+from sb3_meta.envs.vec_env import get_task_env, is_task_vec_env
 
-__all__ = ["OracleObservation", "TaskMixture", "make_oracle_env", "oracle_env_id", "register_oracle_env"]
+__all__ = [
+    "OracleObservation",
+    "OracleVecEnv",
+    "TaskMixture",
+    "check_not_mixture",
+    "make_oracle_env",
+    "oracle_env_id",
+    "oracle_observation_space",
+    "register_oracle_env",
+]
 
 #: Key of the task in ``Dict`` observations of :class:`OracleObservation`.
 TASK_KEY = "task"
@@ -71,6 +82,26 @@ def _task_size(task_env: Any) -> int:
     return int(task.as_array().size)
 
 
+def oracle_observation_space(space: gym.Space, task_size: int, who: str) -> gym.Space:
+    """The observation space with a task of ``task_size`` numbers appended (unbounded: tasks outside the sampling
+    range are allowed): a flat ``Box`` grows by ``task_size``, a ``Dict`` gets a ``"task"`` entry."""
+    task_low = np.full(task_size, -np.inf)
+    task_high = np.full(task_size, np.inf)
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        dtype = space.dtype if np.issubdtype(space.dtype, np.floating) else np.dtype(np.float32)
+        return gym.spaces.Box(
+            low=np.concatenate([space.low.astype(dtype), task_low.astype(dtype)]),
+            high=np.concatenate([space.high.astype(dtype), task_high.astype(dtype)]),
+            dtype=dtype,  # type: ignore[arg-type]
+        )
+    if isinstance(space, gym.spaces.Dict):
+        if TASK_KEY in space.spaces:
+            raise ValueError(f"{who}: the observation space already has a {TASK_KEY!r} entry")
+        task_space = gym.spaces.Box(task_low.astype(np.float32), task_high.astype(np.float32), dtype=np.float32)
+        return gym.spaces.Dict({**space.spaces, TASK_KEY: task_space})
+    raise ValueError(f"{who} needs a flat Box or a Dict observation space, got {space}")
+
+
 class OracleObservation(_TaskAPI, gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Append the current task (``Task.as_array()``) to every observation: the oracle form of a distribution.
 
@@ -85,23 +116,7 @@ class OracleObservation(_TaskAPI, gym.ObservationWrapper, gym.utils.RecordConstr
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.ObservationWrapper.__init__(self, env)
         self.task_size = _task_size(get_task_env(env))
-        space = env.observation_space
-        task_low = np.full(self.task_size, -np.inf)
-        task_high = np.full(self.task_size, np.inf)
-        if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-            dtype = space.dtype if np.issubdtype(space.dtype, np.floating) else np.dtype(np.float32)
-            self.observation_space = gym.spaces.Box(
-                low=np.concatenate([space.low.astype(dtype), task_low.astype(dtype)]),
-                high=np.concatenate([space.high.astype(dtype), task_high.astype(dtype)]),
-                dtype=dtype,  # type: ignore[arg-type]
-            )
-        elif isinstance(space, gym.spaces.Dict):
-            if TASK_KEY in space.spaces:
-                raise ValueError(f"OracleObservation: the observation space already has a {TASK_KEY!r} entry")
-            task_space = gym.spaces.Box(task_low.astype(np.float32), task_high.astype(np.float32), dtype=np.float32)
-            self.observation_space = gym.spaces.Dict({**space.spaces, TASK_KEY: task_space})
-        else:
-            raise ValueError(f"OracleObservation needs a flat Box or a Dict observation space, got {space}")
+        self.observation_space = oracle_observation_space(env.observation_space, self.task_size, "OracleObservation")
 
     def observation(self, observation: Any) -> Any:
         """The observation with the current task appended."""
@@ -189,3 +204,77 @@ def register_oracle_env(env_id: str) -> str:
             kwargs=copy.deepcopy(spec.kwargs),
         )
     return oracle_id
+
+
+def check_not_mixture(env: Any) -> None:
+    """Raise ``ValueError`` if ``env`` draws a new task at every reset (a task mixture).
+
+    Meta-training, adaptation and evaluation set each sub-env's task themselves and need it kept: every entry
+    point that adapts refuses a mixture with this error.
+    """
+    wrapped = env
+    while isinstance(wrapped, gym.Wrapper):
+        if isinstance(wrapped, TaskMixture):
+            break
+        wrapped = wrapped.env
+    if isinstance(wrapped, TaskMixture) or getattr(get_task_env(env), "sample_task_on_reset", False):
+        raise ValueError(
+            "This env draws a new task at every reset (task mixture): meta-learning and adaptation need each sub-env "
+            "to keep the task it is given. Pass the task distribution without TaskMixture / sample_task_on_reset."
+        )
+
+
+class OracleVecEnv(VecEnvWrapper):
+    """Append each sub-env's task (``Task.as_array()``) to its observation: :class:`OracleObservation` for a VecEnv.
+
+    Wrapping a batched task VecEnv keeps its speed (``OracleObservation`` on a single env forces SB3's
+    ``DummyVecEnv``). Observations and the observation space equal those of ``OracleObservation`` around the
+    same distribution; ``infos[i]["terminal_observation"]`` shows the task of the episode that ended.
+
+    :param venv: a task VecEnv (``make_task_vec_env``) with a flat ``Box`` observation space
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        if not is_task_vec_env(venv):
+            raise ValueError(f"OracleVecEnv needs a task VecEnv (with get_tasks/set_tasks), got {type(venv).__name__}")
+        space = venv.observation_space
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise ValueError(f"OracleVecEnv needs a flat Box observation space, got {space}")
+        self.task_size = int(venv.get_tasks(indices=[0])[0].as_array().size)  # type: ignore[attr-defined]
+        super().__init__(venv, observation_space=oracle_observation_space(space, self.task_size, "OracleVecEnv"))
+        dtype = self.observation_space.dtype
+        self._tasks: list[Any] = [None] * self.num_envs
+        self._task_arrays = np.zeros((self.num_envs, self.task_size), dtype=dtype)
+        self._arrays_before = self._task_arrays.copy()  # tasks of the step under way (for terminal observations)
+
+    def _refresh_tasks(self) -> list[Any]:
+        tasks = self.venv.get_tasks()  # type: ignore[attr-defined]
+        for i, task in enumerate(tasks):
+            if task is not self._tasks[i]:
+                self._task_arrays[i] = task.as_array()
+                self._tasks[i] = task
+        return tasks
+
+    def _augment(self, obs: np.ndarray, task_arrays: np.ndarray) -> np.ndarray:
+        dtype = self.observation_space.dtype
+        obs = np.asarray(obs, dtype=dtype).reshape(len(task_arrays), -1)
+        return np.concatenate([obs, task_arrays.astype(dtype)], axis=1)
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        self._refresh_tasks()
+        return self._augment(obs, self._task_arrays)  # type: ignore[arg-type]
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._refresh_tasks()  # tasks may have been set since the last step (set_tasks)
+        self._arrays_before = self._task_arrays.copy()
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for i in np.flatnonzero(dones).tolist():
+            if "terminal_observation" in infos[i]:
+                terminal = self._augment(infos[i]["terminal_observation"][None], self._arrays_before[i : i + 1])
+                infos[i]["terminal_observation"] = terminal[0]
+        self._refresh_tasks()
+        return self._augment(obs, self._task_arrays), rewards, dones, infos  # type: ignore[arg-type]

@@ -8,11 +8,12 @@ from typing import Any, ClassVar, TypeVar
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 
-from sb3_meta.common.base_class import MetaAlgorithm, _check_positive_float, _check_positive_int
-from sb3_meta.common.meta_gradient import flatten
+from sb3_meta.common.adaptation import InnerLoopResult
+from sb3_meta.common.base_class import MetaAlgorithm
+from sb3_meta.common.meta_gradient import MetaObjective, flatten
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
-from sb3_meta.common.rollout import TaskBatch
 from sb3_meta.common.trpo import trpo_step
+from sb3_meta.common.utils import check_int, check_positive_float
 from sb3_meta.maml.policies import MlpPolicy
 
 SelfMAML = TypeVar("SelfMAML", bound="MAML")
@@ -88,12 +89,12 @@ class MAML(MetaAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        self.target_kl = _check_positive_float("target_kl", target_kl)
-        self.cg_max_steps = _check_positive_int("cg_max_steps", cg_max_steps)
+        self.target_kl = check_positive_float("target_kl", target_kl)
+        self.cg_max_steps = check_int("cg_max_steps", cg_max_steps)
         if not float(cg_damping) >= 0:
             raise ValueError(f"cg_damping must be >= 0, got {cg_damping!r}")
         self.cg_damping = float(cg_damping)
-        self.line_search_max_iter = _check_positive_int("line_search_max_iter", line_search_max_iter)
+        self.line_search_max_iter = check_int("line_search_max_iter", line_search_max_iter)
         if not 0.0 < float(line_search_shrinking_factor) < 1.0:
             raise ValueError(f"line_search_shrinking_factor must lie in (0, 1), got {line_search_shrinking_factor!r}")
         self.line_search_shrinking_factor = float(line_search_shrinking_factor)
@@ -122,16 +123,18 @@ class MAML(MetaAlgorithm):
             _init_setup_model=_init_setup_model,
         )
 
-    def _outer_step(self, batches: list[TaskBatch], adapted: Params) -> dict[str, float] | None:
-        objective = self.objective
-        inner = [b.flat() for b in batches[:-1]]  # D_i^(0..n-1): the episodes each inner step was computed on
-        outer = batches[-1].flat()  # D_i': episodes of the adapted policies
-        theta = self.meta_parameters()
+    def make_objective(self) -> MetaObjective:
+        return MetaObjective(self.policy, self.inner_lr, first_order=self.first_order)
+
+    def _outer_step(self, result: InnerLoopResult) -> dict[str, float] | None:
+        objective = self.make_objective()
+        inner = [b.flat() for b in result.inner_batches]  # D_i^(0..n-1): the episodes each inner step was computed on
+        outer = result.batches[-1].flat()  # D_i': episodes of the adapted policies
+        theta, adapted = self.meta_parameters(), result.adapted
 
         # The TRPO problem at θ, built once: one forward pass of the adapted policies θ_i on D_i' (π_old = π_{θ_i})
         # and, for MAML, the graphs of the inner gradients along the inner-loop path θ_i^(s) (reused, not recomputed)
-        path = [b.sampling_params for b in batches[:-1]]
-        problem = objective.outer_problem(path, inner, adapted, outer)  # type: ignore[arg-type]  # _sample_and_adapt set them
+        problem = objective.outer_problem(result.inner_path, inner, adapted, outer)
         old_log_prob, old_dist = problem.old_log_prob, problem.old_dist
 
         # Meta-gradient g = ∇_θ mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â] = mean_i J_iᵀ ∇_{θ_i} s_i  (J_i = I for FOMAML)

@@ -7,9 +7,10 @@ from typing import Any, ClassVar, TypeVar
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv
 
-from sb3_meta.common.base_class import MetaAlgorithm, _check_positive_float
-from sb3_meta.common.policies import MetaActorCriticPolicy, Params
-from sb3_meta.common.rollout import TaskBatch
+from sb3_meta.common.adaptation import InnerLoopResult
+from sb3_meta.common.base_class import MetaAlgorithm
+from sb3_meta.common.policies import MetaActorCriticPolicy
+from sb3_meta.common.utils import check_positive_float
 from sb3_meta.reptile.policies import MlpPolicy
 
 SelfReptile = TypeVar("SelfReptile", bound="Reptile")
@@ -73,7 +74,7 @@ class Reptile(MetaAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        self.outer_lr = _check_positive_float("outer_lr", outer_lr)
+        self.outer_lr = check_positive_float("outer_lr", outer_lr)
         self.anneal_outer_lr = bool(anneal_outer_lr)
         super().__init__(
             policy,
@@ -99,8 +100,8 @@ class Reptile(MetaAlgorithm):
     def current_outer_lr(self) -> float:
         return self.outer_lr * (self._current_progress_remaining if self.anneal_outer_lr else 1.0)
 
-    def _outer_step(self, batches: list[TaskBatch], adapted: Params) -> dict[str, float] | None:
-        theta = self.meta_parameters()
+    def _outer_step(self, result: InnerLoopResult) -> dict[str, float] | None:
+        theta, adapted = self.meta_parameters(), result.adapted
         epsilon = self.current_outer_lr()
         # θ ← θ + ε · mean_i(θ_i − θ)
         update = {k: (adapted[k] - theta[k].unsqueeze(0)).mean(dim=0) for k in theta}

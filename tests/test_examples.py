@@ -1,0 +1,121 @@
+"""The example scripts: reproduce.py (resume, report), train.py, inspect_episodes.py."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+from conftest import (
+    fomaml,
+    load_example,
+)
+
+from sb3_meta import AdaptationResult, Reptile
+
+
+def test_reproduce_pointmass_skip_and_report(tmp_path, capsys):
+    reproduce = load_example("reproduce")
+    out = str(tmp_path / "results")
+    reproduce.main(["pointmass", "--out", out, *TINY])
+    runs = tmp_path / "results" / "runs" / "pointmass-origin"
+    for method in reproduce.METHODS:
+        for ext in ("csv", "zip", "json"):
+            assert (runs / f"{method}_seed0.{ext}").exists(), (method, ext)
+    maml = AdaptationResult.from_csv(runs / "maml_seed0.csv")
+    oracle = AdaptationResult.from_csv(runs / "oracle_seed0.csv")
+    assert maml.returns.shape == (3, 3) and oracle.returns.shape == (3, 1)
+    assert maml.tasks == oracle.tasks  # the same held-out tasks for every method
+    mtimes = {p: p.stat().st_mtime_ns for p in runs.iterdir()}
+    capsys.readouterr()
+    reproduce.main(["pointmass", "--out", out, *TINY, "--methods", "maml", "oracle"])
+    printed = capsys.readouterr().out
+    assert printed.count("] skip:") == 2
+    assert mtimes == {p: p.stat().st_mtime_ns for p in runs.iterdir()}
+    reproduce.main(["ablation", "--out", out, *TINY, "--fast-batch-sizes", "2", "3", "--meta-batch-sizes", "2"])
+    reproduce.main(["timing", "--out", out, *TINY, "--env", "pointmass-origin", "--iterations", "2"])
+    # re-evaluation of the saved runs with one step size per step: the first step is the same as the runs' own
+    reproduce.main(
+        ["schedule", "--out", out, "--seeds", "0", "--methods", "maml", "pretrained", "--step-sizes", "0.1", "0.02"]
+    )
+    rerun = tmp_path / "results" / "runs" / "pointmass-origin@0.1-0.02"
+    assert sorted(p.name for p in rerun.glob("*.csv")) == ["maml_seed0.csv", "pretrained_seed0.csv"]
+    again = AdaptationResult.from_csv(rerun / "maml_seed0.csv")
+    assert again.adapt_lr == [0.1, 0.02] and again.tasks == maml.tasks
+    np.testing.assert_array_equal(again.returns[:, :2], maml.returns[:, :2])
+    assert not np.array_equal(again.returns[:, 2], maml.returns[:, 2])
+    with pytest.raises(SystemExit, match="2 values expected"):
+        reproduce.main(["schedule", "--out", out, "--seeds", "0", "--methods", "fomaml", "--step-sizes", "0.1"])
+    reference = tmp_path / "reference.csv"
+    reference.write_text(
+        "env,method,grad_steps,n_tasks,mean_return,std_across_tasks,stderr\nPointMass2D,maml,0,40,-40.0,12.0,2.0\n"
+    )
+    reproduce.main(["report", "--out", out, "--reference", str(reference)])
+    results = tmp_path / "results"
+    for name in ("summary.csv", "summary.md", "pointmass-origin.png", "timing.png", "ablation.png"):
+        assert (results / name).exists() and (results / name).stat().st_size > 0, name
+    with open(results / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    row = next(r for r in summary if r["method"] == "maml" and r["grad_steps"] == "0" and r["experiment"] == "pointmass")
+    assert float(row["mean_return"]) == pytest.approx(maml.mean[0]) and float(row["paper_mean_return"]) == -40.0
+    markdown = (results / "summary.md").read_text()
+    assert "FOMAML vs MAML" in markdown and ("as well as" in markdown or "than MAML" in markdown)
+    assert "MAML paper: maml" in markdown and "Ablation" in markdown and "Meta-iteration time" in markdown
+    assert "PointMass (start at the origin), step sizes 0.1, 0.02" in markdown
+    assert (results / "pointmass-origin_lr0.1-0.02.png").exists()
+
+
+def test_report_statistics():
+    reproduce = load_example("reproduce")
+    a = {"mean_return": 1.0, "stderr": 0.5}
+    assert reproduce.compare(a, {"mean_return": 0.0, "stderr": 0.0})["verdict"] == "as well as"  # 1.0 <= 2 * 0.5
+    assert reproduce.compare(a, {"mean_return": -1.0, "stderr": 0.0})["verdict"] == "better than"
+    assert reproduce.compare({"mean_return": -2.0, "stderr": 0.1}, a)["verdict"] == "worse than"
+    assert reproduce.stats([1.0, 2.0, 3.0]) == pytest.approx(
+        {"n": 3, "mean_return": 2.0, "std": 1.0, "stderr": 1 / np.sqrt(3)}
+    )
+
+
+def test_train_script(tmp_path):
+    train_script = load_example("train")
+    save = tmp_path / "model.zip"
+    model, result = train_script.main(
+        [
+            "--algo", "reptile", "--env", "pointmass-origin", "--timesteps", "1", "--save", str(save),
+            "--hyperparams", "meta_batch_size=2", "fast_batch_size=2", "n_inner_steps=2", "max_episode_steps=5",
+            "policy_kwargs=dict(net_arch=dict(pi=[8], vf=[]))",
+            "--eval-tasks", "2", "--eval-steps", "1", "--eval-episodes", "2", "--eval-freq", "1", "--checkpoint-freq", "8",
+            "--no-progress-bar", "--verbose", "0",
+        ]
+    )  # fmt: skip
+    assert isinstance(model, Reptile) and model.meta_batch_size == 2 and model.n_inner_steps == 2
+    assert save.exists() and (tmp_path / "best_model.zip").exists() and (tmp_path / "evaluations.npz").exists()
+    assert any((tmp_path / "checkpoints").iterdir())
+    assert AdaptationResult.from_csv(tmp_path / "model_adaptation.csv").returns.shape == (2, 2) == result.returns.shape
+    defaults = train_script.load_hyperparams("maml", "antvel")
+    assert defaults["meta_batch_size"] == 40 and defaults["policy_kwargs"] == dict(net_arch=dict(pi=[100, 100], vf=[]))
+    assert train_script.load_hyperparams("fomaml", "sb3_meta/PointMass-v0")["meta_batch_size"] == 20  # default entry
+    with pytest.raises(ValueError, match="key=value"):
+        train_script.parse_overrides(["meta_batch_size"])
+    assert os.path.basename(train_script.HYPERPARAMS_DIR) == "hyperparams"
+
+
+def test_inspect_episodes_prints_lengths_returns_and_log_std(tmp_path, capsys):
+    inspect = load_example("inspect_episodes")
+    model = fomaml()
+    model.save(tmp_path / "model.zip")
+    inspect.main([str(tmp_path / "model.zip"), "--algo", "fomaml", "--env", "pointmass-origin", "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert "lengths [100, 100]" in out  # seeded: neither episode reaches its goal, so both run to the time limit
+    assert f"{model._n_iterations} training updates, {model.num_timesteps:,} steps" in out
+    log_std = float(model.policy.log_std.mean())
+    assert f"mean log-std {log_std:.3f}" in out
+    returns = [float(x) for x in out.split("returns [")[1].split("]")[0].split(",")]
+    assert len(returns) == 2 and all(r < 0 for r in returns)  # negative distances to the goal
+
+
+TINY = [
+    "--seeds", "0", "--iterations", "1", "--meta-batch-size", "2", "--fast-batch-size", "2", "--max-episode-steps", "5",
+    "--hidden-size", "8", "--n-test-tasks", "3", "--test-episodes", "2", "--test-steps", "2",
+]  # fmt: skip
