@@ -64,7 +64,7 @@ def main() -> int:
         model = MAML("MlpPolicy", PointMassTasks(), meta_batch_size=4, fast_batch_size=5, seed=1, first_order=first_order)
         model.policy.double()
         tasks = model._sample_tasks(4)
-        batches, _, _, _ = model._sample_and_adapt(model.env, tasks, 1, 5, None, True)
+        batches = model.inner_loop().run(model.meta_parameters(), model.env, tasks, 1, 5).batches
         grads, hvps = {}, {}
         for device in ("cpu", dev):
             policy = model.policy.to(device)
