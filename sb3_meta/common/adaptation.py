@@ -41,7 +41,8 @@ class InnerLoopResult:
     :param path: θ_i^(s) (stacked over tasks, detached) that each batch was sampled with, one per batch
     :param adapted: θ_i^(n), the adapted parameters (stacked over tasks)
     :param has_outer_batch: whether ``batches[-1]`` is D' (sampled with ``adapted``)
-    :param times: seconds spent ``sampling`` (VecEnv and policy) and in ``inner`` steps
+    :param times: seconds spent ``sampling`` (VecEnv and policy), on ``advantages`` (baseline and GAE) and in
+        ``inner`` steps
     """
 
     batches: list[TaskBatch]
@@ -83,12 +84,26 @@ class InnerLoop:
     normalize_advantage: bool = True
 
     def sample(
-        self, venv: VecEnv, tasks: Sequence[Any], params: Params, per_task: bool, n_episodes: int, on_step: OnStep | None
+        self,
+        venv: VecEnv,
+        tasks: Sequence[Any],
+        params: Params,
+        per_task: bool,
+        n_episodes: int,
+        on_step: OnStep | None,
+        times: dict[str, float] | None = None,
     ) -> TaskBatch | None:
-        """One pass: ``n_episodes`` episodes per task with ``params``, advantages computed; None if stopped."""
-        batch = collect_task_batch(venv, self.objective.policy, tasks, n_episodes, params, per_task, self.horizon, on_step)
+        """One pass: ``n_episodes`` episodes per task with ``params``, advantages computed; None if stopped.
+
+        :param times: seconds are added to its ``sampling`` (VecEnv and policy) and ``advantages`` (linear baseline
+            fit and GAE) entries
+        """
+        times = {} if times is None else times
+        with stopwatch(times, "sampling"):
+            batch = collect_task_batch(venv, self.objective.policy, tasks, n_episodes, params, per_task, self.horizon, on_step)
         if batch is not None:
-            batch.compute_advantages(self.gamma, self.gae_lambda, self.normalize_advantage)
+            with stopwatch(times, "advantages"):
+                batch.compute_advantages(self.gamma, self.gae_lambda, self.normalize_advantage)
         return batch
 
     def run(
@@ -121,12 +136,11 @@ class InnerLoop:
         params, per_task = theta, False
         batches: list[TaskBatch] = []
         path: list[Params] = []
-        times: dict[str, float] = {"sampling": 0.0, "inner": 0.0}
+        times: dict[str, float] = {"sampling": 0.0, "advantages": 0.0, "inner": 0.0}
         for step in range(n_steps + int(sample_last)):
             if measure is not None:
                 measure(params, per_task)
-            with stopwatch(times, "sampling"):
-                batch = self.sample(venv, tasks, params, per_task, n_episodes, on_step)
+            batch = self.sample(venv, tasks, params, per_task, n_episodes, on_step, times)
             if batch is None:
                 return None
             batches.append(batch)

@@ -412,6 +412,7 @@ class MetaAlgorithm(BaseAlgorithm):
         steps = sum(b.n_steps for b in inner.batches)
         iteration_times = {
             "sampling_s": inner.times["sampling"],
+            "advantages_s": inner.times["advantages"],
             "inner_s": inner.times["inner"],
             "meta_step_s": times["meta_step"],
             "iteration_s": times["iteration"],
@@ -419,7 +420,7 @@ class MetaAlgorithm(BaseAlgorithm):
         for key, value in iteration_times.items():
             self.logger.record(f"time/{key}", value)
         self.logger.record("time/fps", int(steps / max(times["iteration"], 1e-9)))
-        self.iteration_times.append(iteration_times)
+        self.iteration_times.append({**iteration_times, "env_steps": float(steps)})
 
     def dump_logs(self) -> None:
         """Write the logs of the last iteration, with the episode statistics and counters (SB3's ``dump_logs``)."""
