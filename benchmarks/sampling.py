@@ -10,6 +10,16 @@ Everything runs in ONE invocation on the same machine: for each env (PointMass, 
   cores (counted in env steps; no observation, reward or contact forces; episodes restart at the horizon and when
   the Ant leaves its healthy height range, as in the env, so the physics sees the same kind of states).
 
+With ``--ray``, a second group times sampling on Ray for AntVel and HalfCheetahVel at ``--n-envs-ray`` (800)
+sub-envs, in the same run:
+
+- ``batched``: the local batched VecEnv at that size (the reference),
+- ``ray (w actors)``: :class:`~sb3_meta.envs.ray_vec_env.RayTaskVecEnv` with ``w`` shards (``--ray-workers``,
+  default 1 and 2) of ``--ray-cpus-per-actor`` CPUs each, on the cluster at ``--ray-address`` (default: a local Ray),
+- ``round trip (w actors)``: the Ray round trip alone, with the same payload and no env: each actor returns a
+  prepared shard step (observations, rewards, dones, infos) and the learner concatenates them, as
+  ``RayTaskVecEnv.step_wait`` does. Its ms/step is the per-step overhead of sampling on Ray.
+
 All samplers get the same pre-drawn uniform random actions. Each number is the median over ``--repeats`` timed
 segments of ``--steps`` vector steps (after a warm-up); the spread (min-max) is printed too, as a sign of noise from
 other processes on the machine.
@@ -19,6 +29,8 @@ Usage::
     python benchmarks/sampling.py            # full run
     python benchmarks/sampling.py --quick    # a few seconds per row
     python benchmarks/sampling.py --envs ant --n-envs-mujoco 64 --steps 300 --repeats 7
+    python benchmarks/sampling.py --ray --ray-only --envs ant,halfcheetah     # the Ray table (docs/ray.md)
+    python benchmarks/sampling.py --ray --ray-only --ray-address auto --ray-workers 1,2,4,8   # on a cluster
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium
 import mujoco
@@ -118,6 +131,19 @@ def raw_mujoco_sampler(env: MujocoTaskEnv, n_envs: int) -> Sampler:
     return Sampler("raw mujoco.batch", n_envs, step, lambda: None)
 
 
+def time_samplers(
+    samplers: list[Sampler], actions: np.ndarray, steps: int, repeats: int, max_seconds: float
+) -> dict[str, list[float]]:
+    """Env-steps/s of every sampler per repeat; the repeats are interleaved so that background load hits all alike."""
+    rates: dict[str, list[float]] = {sampler.label: [] for sampler in samplers}
+    for sampler in samplers:  # warm-up
+        sampler.time_segment(actions, max(1, steps // 4), max_seconds / 4)
+    for repeat in range(repeats):
+        for sampler in samplers:
+            rates[sampler.label].append(sampler.time_segment(actions, steps, max_seconds, offset=repeat * steps))
+    return rates
+
+
 def bench_env(
     name: str,
     make_env: Callable[[], object],
@@ -145,12 +171,7 @@ def bench_env(
         samplers.append(vec_env_sampler(f"batched ({getattr(batched, 'backend', 'numpy')})", batched))
         if raw:
             samplers.append(raw_mujoco_sampler(env, n_envs))  # type: ignore[arg-type]
-        rates: dict[str, list[float]] = {sampler.label: [] for sampler in samplers}
-        for sampler in samplers:  # warm-up
-            sampler.time_segment(actions, max(1, steps // 4), max_seconds / 4)
-        for repeat in range(repeats):
-            for sampler in samplers:
-                rates[sampler.label].append(sampler.time_segment(actions, steps, max_seconds, offset=repeat * steps))
+        rates = time_samplers(samplers, actions, steps, repeats, max_seconds)
     finally:
         for sampler in samplers:
             sampler.close()
@@ -158,6 +179,119 @@ def bench_env(
     for row in rows:
         print(f"  {name:<14} {row.sampler:<22} n_envs={row.n_envs:<5d} {row.median:>12,.0f} env-steps/s", flush=True)
     return rows
+
+
+# --- sampling on Ray ------------------------------------------------------------------------------------------------
+class _PreparedShardStep:
+    """Body of a Ray actor that answers every step with a prepared shard step (the payload, without the env)."""
+
+    def __init__(self, reply: tuple) -> None:
+        self.reply = reply
+
+    def step(self, actions: np.ndarray) -> tuple:
+        return self.reply
+
+
+def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sampler:
+    """What ``RayTaskVecEnv.step`` costs besides the env: slices of actions out, shard steps back, concatenated.
+
+    One actor per shard, on the node of that shard's actor (``node_ids``), holding no CPU (it computes nothing).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from sb3_meta.envs.ray_vec_env import shard_ranges
+
+    batched.reset()
+    shape = batched.action_space.shape
+    step_obs, rewards, dones, infos = batched.step(np.zeros((batched.num_envs, *shape)))  # type: ignore[misc]
+    obs = np.asarray(step_obs)  # VecEnvObs: an array for these envs
+    ranges = shard_ranges(batched.num_envs, len(node_ids))
+    actors = []
+    for (a, b), node_id in zip(ranges, node_ids):
+        options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+        reply = (obs[a:b], rewards[a:b], dones[a:b], infos[a:b])
+        actors.append(ray.remote(_PreparedShardStep).options(**options).remote(reply))
+
+    def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
+        results = ray.get([actor.step.remote(actions[a:b]) for actor, (a, b) in zip(actors, ranges)])
+        arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]  # obs, rewards, dones
+        return arrays, [info for r in results for info in r[3]]
+
+    def close() -> None:
+        for actor in actors:
+            ray.kill(actor)
+
+    return Sampler(f"round trip ({len(node_ids)} actors)", batched.num_envs, step, close)
+
+
+def bench_ray_env(
+    name: str,
+    make_env: Callable[[], gymnasium.Env],
+    n_envs: int,
+    workers: list[int],
+    actor_options: dict[str, Any],
+    steps: int,
+    repeats: int,
+    max_seconds: float,
+) -> list[Row]:
+    """The local batched VecEnv, RayTaskVecEnv with each number of actors, and the bare Ray round trip, at ``n_envs``.
+
+    One timing group per number of actors (the batched VecEnv timed in each, interleaved with that group's Ray
+    samplers), so that the cluster needs CPUs for the largest group only, not for all of them at once.
+    """
+    import ray
+
+    env = make_env()
+    action_shape = env.action_space.shape
+    assert action_shape is not None  # a Box: the MuJoCo distributions'
+    actions = np.random.default_rng(0).uniform(-1.0, 1.0, (64, n_envs, *action_shape))
+    local = make_task_vec_env(env, n_envs, seed=0)
+    batched = vec_env_sampler(f"batched ({getattr(local, 'backend', 'numpy')})", local)
+    rows = {batched.label: Row(name, batched.label, n_envs, [])}
+    try:
+        for n_workers in workers:
+            group: list[Sampler] = []
+            try:
+                venv = make_task_vec_env(
+                    env, n_envs, seed=0, vec_env_cls="ray", ray_workers=n_workers, ray_actor_options=actor_options
+                )
+                group.append(vec_env_sampler(f"ray ({n_workers} actors)", venv))
+                reference = make_task_vec_env(env, n_envs, seed=0)
+                group.append(ray_round_trip_sampler(ray, reference, venv.actor_node_ids))  # type: ignore[attr-defined]
+                reference.close()
+                rates = time_samplers([batched, *group], actions, steps, repeats, max_seconds)
+            finally:
+                for sampler in group:
+                    sampler.close()
+            for label, label_rates in rates.items():
+                rows.setdefault(label, Row(name, label, n_envs, [])).rates.extend(label_rates)
+    finally:
+        batched.close()
+    for row in rows.values():
+        ms = 1e3 * row.n_envs / row.median
+        print(f"  {name:<14} {row.sampler:<22} n_envs={row.n_envs:<5d} {row.median:>12,.0f} env-steps/s {ms:>9.2f} ms/step")
+    return list(rows.values())
+
+
+def print_ray_table(rows: list[Row]) -> None:
+    """Env-steps/s and ms per vector step of each Ray row, beside the local batched VecEnv of the same size."""
+    widths = (14, 22, 6, 20, 10, 22)
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    print()
+    print(line(("env", "sampler", "n_envs", "env-steps/s (median)", "ms/step", "ms/step vs batched")))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for env in dict.fromkeys(row.env for row in rows):
+        own = [row for row in rows if row.env == env]
+        batched_ms = next(1e3 * row.n_envs / row.median for row in own if row.sampler.startswith("batched"))
+        for row in own:
+            ms = 1e3 * row.n_envs / row.median
+            vs = "" if row.sampler.startswith(("batched", "round trip")) else f"{ms - batched_ms:+.2f}"
+            print(line((row.env, row.sampler, str(row.n_envs), f"{row.median:,.0f}", f"{ms:.2f}", vs)))
+    print()
+    print("round trip = the Ray transport alone (same payload, no env): the per-step overhead of sampling on Ray")
 
 
 def print_table(rows: list[Row]) -> None:
@@ -210,6 +344,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="vector steps per timed segment (default 200, quick 50)")
     parser.add_argument("--repeats", type=int, default=None, help="timed segments per row (default 5, quick 3)")
     parser.add_argument("--max-seconds", type=float, default=None, help="cap of one segment (default 3 s, quick 0.5 s)")
+    parser.add_argument("--ray", action="store_true", help="also time RayTaskVecEnv (AntVel, HalfCheetahVel)")
+    parser.add_argument("--ray-only", action="store_true", help="with --ray: only the Ray group")
+    parser.add_argument("--n-envs-ray", type=int, default=800, help="sub-envs of the Ray group (default 800)")
+    parser.add_argument("--ray-workers", default="1,2", help="comma-separated numbers of actors (default 1,2)")
+    parser.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="num_cpus of each actor (default 1)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     args = parser.parse_args()
     steps = args.steps or (50 if args.quick else 200)
     repeats = args.repeats or (3 if args.quick else 5)
@@ -223,14 +363,32 @@ def main() -> None:
     )
     rows: list[Row] = []
     common = {"steps": steps, "repeats": repeats, "max_seconds": max_seconds, "max_procs": args.max_procs}
-    if "pointmass" in chosen:
-        rows += bench_env("PointMass", PointMassTasks, args.n_envs_point_mass, raw=False, **common)
-    if "ant" in chosen:
-        rows += bench_env("AntVel", AntVelTasks, args.n_envs_mujoco, raw=True, **common)
-    if "halfcheetah" in chosen:
-        rows += bench_env("HalfCheetahVel", HalfCheetahVelTasks, args.n_envs_mujoco, raw=True, **common)
-    print_table(rows)
-    check_targets(rows)
+    if not (args.ray and args.ray_only):
+        if "pointmass" in chosen:
+            rows += bench_env("PointMass", PointMassTasks, args.n_envs_point_mass, raw=False, **common)
+        if "ant" in chosen:
+            rows += bench_env("AntVel", AntVelTasks, args.n_envs_mujoco, raw=True, **common)
+        if "halfcheetah" in chosen:
+            rows += bench_env("HalfCheetahVel", HalfCheetahVelTasks, args.n_envs_mujoco, raw=True, **common)
+        print_table(rows)
+        check_targets(rows)
+    if args.ray:
+        from sb3_meta.envs.ray_vec_env import connect_ray, import_ray
+
+        ray = import_ray()
+        connect_ray(args.ray_address)
+        print(f"ray {ray.__version__}, cluster {ray.cluster_resources()}")
+        workers = [int(w) for w in args.ray_workers.split(",") if w.strip()]
+        ray_common = {"steps": steps, "repeats": repeats, "max_seconds": max_seconds}
+        ray_common.update(workers=workers, actor_options={"num_cpus": args.ray_cpus_per_actor})
+        ray_rows: list[Row] = []
+        if "ant" in chosen:
+            ray_rows += bench_ray_env("AntVel", AntVelTasks, args.n_envs_ray, **ray_common)  # type: ignore[arg-type]
+        if "halfcheetah" in chosen:
+            ray_rows += bench_ray_env("HalfCheetahVel", HalfCheetahVelTasks, args.n_envs_ray, **ray_common)  # type: ignore[arg-type]
+        if ray_rows:
+            print_ray_table(ray_rows)
+        ray.shutdown()
     print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on the machine add noise)")
 
 

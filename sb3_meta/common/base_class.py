@@ -35,13 +35,12 @@ from sb3_meta.common.meta_gradient import MetaObjective
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 from sb3_meta.common.rng import get_rng_state, set_rng_state, unwrap_task_vec_env
 from sb3_meta.common.utils import all_finite, check_int, check_positive_float, check_step_sizes, stopwatch
-from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon
+from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env
 from sb3_meta.envs.core import Task
 from sb3_meta.envs.vec_env import (
     TaskVecEnvWrapper,
     get_task_env,
     is_task_vec_env,
-    make_task_vec_env,
     sub_envs_are_task_distributions,
 )
 from sb3_meta.envs.wrappers import check_not_mixture

@@ -5,7 +5,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from sb3_meta.envs.builders import AdaptationVecEnvs, make_adaptation_vec_env, make_mixture_vec_env
+from sb3_meta.envs.builders import AdaptationVecEnvs, make_adaptation_vec_env, make_mixture_vec_env, make_task_vec_env
 from sb3_meta.envs.core import Task, TaskEnv, check_task
 from sb3_meta.envs.point_mass import PointMassTask, PointMassTasks, PointMassVecEnv
 from sb3_meta.envs.vec_env import (
@@ -14,7 +14,6 @@ from sb3_meta.envs.vec_env import (
     TaskSubprocVecEnv,
     get_task_env,
     is_task_vec_env,
-    make_task_vec_env,
 )
 from sb3_meta.envs.wrappers import (
     OracleObservation,
@@ -25,8 +24,10 @@ from sb3_meta.envs.wrappers import (
     register_oracle_env,
 )
 
-#: Names of the MuJoCo modules, imported on first use so that ``import sb3_meta`` does not import MuJoCo.
-_MUJOCO_NAMES = {
+#: Names of the MuJoCo and Ray modules, imported on first use so that ``import sb3_meta`` imports neither.
+_LAZY_NAMES = {
+    "RayTaskVecEnv": "ray_vec_env",
+    "ShardLostError": "ray_vec_env",
     "AntDirTask": "ant",
     "AntDirTasks": "ant",
     "AntVelTask": "ant",
@@ -41,9 +42,10 @@ _MUJOCO_NAMES = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MUJOCO_NAMES:
-        return getattr(importlib.import_module(f"sb3_meta.envs.{_MUJOCO_NAMES[name]}"), name)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"sb3_meta.envs.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AdaptationVecEnvs",
@@ -63,6 +65,8 @@ __all__ = [
     "PointMassTask",
     "PointMassTasks",
     "PointMassVecEnv",
+    "RayTaskVecEnv",
+    "ShardLostError",
     "Task",
     "TaskDummyVecEnv",
     "TaskEnv",

@@ -10,7 +10,7 @@ SB3's ``DummyVecEnv`` / ``SubprocVecEnv`` with the same ``set_tasks`` / ``get_ta
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import gymnasium as gym
@@ -27,10 +27,11 @@ __all__ = [
     "TaskSubprocVecEnv",
     "TaskVecEnvWrapper",
     "check_actions",
+    "checked_indices",
     "get_task_env",
+    "is_batchable",
     "is_bookkeeping_wrapper",
     "is_task_vec_env",
-    "make_task_vec_env",
 ]
 
 
@@ -86,7 +87,7 @@ def get_task_env(env: Any) -> TaskEnv:
     return cast(TaskEnv, base)
 
 
-def _checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
+def checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
     """``venv._get_indices(indices)`` as a list, with a ``ValueError`` for an index out of range."""
     idx = [int(i) for i in venv._get_indices(indices)]
     bad = [i for i in idx if not 0 <= i < venv.num_envs]
@@ -105,7 +106,7 @@ class _TaskVecEnvMixin:
 
     def set_tasks(self, tasks: Sequence[Task], indices: VecEnvIndices = None) -> None:
         """Give sub-env ``indices[k]`` the task ``tasks[k]``; all tasks are validated before any is applied."""
-        idx = _checked_indices(cast(VecEnv, self), indices)  # the mixin only comes before a VecEnv base
+        idx = checked_indices(cast(VecEnv, self), indices)  # the mixin only comes before a VecEnv base
         tasks = as_task_list(tasks, self._task_type(), len(idx), f"{type(self).__name__}.set_tasks")
         # One env_method call per distinct task (a meta-batch gives each task to fast_batch_size sub-envs), not per
         # sub-env: with a SubprocVecEnv each call is a round trip to the workers.
@@ -242,7 +243,7 @@ class BatchedTaskVecEnv(VecEnv):
     # --- tasks ------------------------------------------------------------------------------------
     def set_tasks(self, tasks: Sequence[Task], indices: VecEnvIndices = None) -> None:
         """Give sub-env ``indices[k]`` the task ``tasks[k]``; all tasks are validated before any is applied."""
-        idx = np.asarray(_checked_indices(self, indices), dtype=np.int64)
+        idx = np.asarray(checked_indices(self, indices), dtype=np.int64)
         tasks = as_task_list(tasks, self.template_env.task_type, len(idx), f"{type(self).__name__}.set_tasks")
         tasks = [self.template_env.validate_task(t) for t in tasks]
         self._apply_tasks(idx, tasks)
@@ -252,7 +253,7 @@ class BatchedTaskVecEnv(VecEnv):
 
     def get_tasks(self, indices: VecEnvIndices = None) -> list[Task]:
         """The task of each sub-env in ``indices`` (all by default)."""
-        return [self._tasks[i] for i in _checked_indices(self, indices)]
+        return [self._tasks[i] for i in checked_indices(self, indices)]
 
     def sample_task_batch(self, n: int) -> list[Task]:
         """Draw ``n`` tasks with the task RNG of sub-env 0."""
@@ -325,20 +326,20 @@ class BatchedTaskVecEnv(VecEnv):
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """``"task"`` per sub-env; any other attribute from the shared template env."""
-        idx = _checked_indices(self, indices)
+        idx = checked_indices(self, indices)
         if attr_name == "task":
             return [self._tasks[i] for i in idx]
         return [getattr(self.template_env, attr_name)] * len(idx)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         """Set a constant of the shared template env (only for all sub-envs at once)."""
-        if len(_checked_indices(self, indices)) != self.num_envs:
+        if len(checked_indices(self, indices)) != self.num_envs:
             raise ValueError(f"{type(self).__name__} shares its constants across sub-envs: set_attr needs all indices")
         setattr(self.template_env, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
         """The task methods of the sub-envs: ``reset_task``, ``get_task``, ``sample_tasks``, ``validate_task``."""
-        idx = _checked_indices(self, indices)
+        idx = checked_indices(self, indices)
         if method_name == "reset_task":
             (task,) = method_args or (method_kwargs["task"],)
             self.set_tasks([task] * len(idx), indices=idx)
@@ -359,7 +360,7 @@ class BatchedTaskVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         """No sub-env is wrapped (there are no per-env objects)."""
-        return [False] * len(_checked_indices(self, indices))
+        return [False] * len(checked_indices(self, indices))
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         """No rendering."""
@@ -382,111 +383,10 @@ def is_bookkeeping_wrapper(wrapper: gym.Wrapper) -> bool:
     return isinstance(wrapper, (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker))
 
 
-def _batchable(env: gym.Env) -> bool:
+def is_batchable(env: gym.Env) -> bool:
     """Whether a batched VecEnv of ``env.unwrapped`` behaves like ``env``: only bookkeeping wrappers around it."""
     while isinstance(env, gym.Wrapper):
         if not is_bookkeeping_wrapper(env):
             return False
         env = env.env
     return True
-
-
-def _check_no_ray_options(**ray_options: Any) -> None:
-    """Refuse Ray options given for a VecEnv that does not run on Ray (they would be silently ignored)."""
-    given = [name for name, value in ray_options.items() if value is not None]
-    if given:
-        raise ValueError(f"{', '.join(given)} only apply with vec_env_cls='ray'")
-
-
-def make_task_vec_env(
-    env_or_id: gym.Env | str,
-    n_envs: int,
-    seed: int | None = None,
-    vec_env_cls: str | type[VecEnv] | None = None,
-    env_kwargs: dict[str, Any] | None = None,
-    ray_workers: int | None = None,
-    ray_actor_options: dict[str, Any] | None = None,
-    ray_address: str | None = None,
-) -> VecEnv:
-    """Make a VecEnv of ``n_envs`` sub-envs of one task distribution, each holding its own task.
-
-    Each sub-env behaves as a copy of the env: it keeps the env's task if it has one (else it draws its own at
-    the first reset), and it samples tasks from its own RNG: ``seed + i`` for sub-env ``i`` when ``seed`` is
-    given, else an independent RNG spawned from the env's task RNG (so that a task mixture differs across
-    sub-envs).
-
-    :param env_or_id: a task-distribution env, possibly wrapped (it is copied, never stepped), or a registered
-        id such as ``"sb3_meta/PointMass-v0"``
-    :param n_envs: number of sub-envs
-    :param seed: sub-env ``i`` is seeded with ``seed + i`` at the first reset (SB3 convention)
-    :param vec_env_cls: ``None`` (the distribution's batched VecEnv if it has one and ``env`` carries no wrapper
-        that changes its behaviour, e.g. :class:`~sb3_meta.envs.wrappers.OracleObservation`; else ``DummyVecEnv``),
-        ``"batched"``, ``"dummy"``, ``"subproc"``, ``"ray"`` (the batched VecEnv in shards on Ray actors:
-        :class:`~sb3_meta.envs.ray_vec_env.RayTaskVecEnv`, needs ``pip install "sb3_meta[ray]"``), or a VecEnv class
-    :param env_kwargs: constructor arguments when ``env_or_id`` is an id
-    :param ray_workers: with ``vec_env_cls="ray"``: number of actors (default: one per CPU of the cluster)
-    :param ray_actor_options: with ``vec_env_cls="ray"``: actor options (``num_cpus``, ``scheduling_strategy``,
-        ``placement_group``, ``resources``...; see :class:`~sb3_meta.envs.ray_vec_env.RayTaskVecEnv`)
-    :param ray_address: with ``vec_env_cls="ray"``: the cluster to connect to if this process is not connected yet
-    :return: the VecEnv, with ``set_tasks(tasks)`` and ``get_tasks()``
-    """
-    n_envs = check_int("n_envs", n_envs)
-    if isinstance(env_or_id, str):
-        env = gym.make(env_or_id, **(env_kwargs or {}))
-    elif isinstance(env_or_id, gym.Env):
-        if env_kwargs:
-            raise ValueError("env_kwargs only applies when env_or_id is an id")
-        env = env_or_id
-    else:
-        raise ValueError(f"Expected a task-distribution env or a registered env id, got {type(env_or_id).__name__}")
-    base = get_task_env(env)
-    batched_cls = getattr(base, "batched_vec_env_cls", None)
-    if vec_env_cls is None:
-        vec_env_cls = "batched" if batched_cls is not None and _batchable(env) else "dummy"
-    if vec_env_cls == "ray":
-        from sb3_meta.envs.ray_vec_env import make_ray_task_vec_env  # Ray is optional: imported only when asked for
-
-        return make_ray_task_vec_env(env, n_envs, seed, ray_workers, ray_actor_options, ray_address)
-    _check_no_ray_options(ray_workers=ray_workers, ray_actor_options=ray_actor_options, ray_address=ray_address)
-    if vec_env_cls == "batched":
-        if batched_cls is None:
-            raise ValueError(f"{type(base).__name__} has no batched VecEnv; use vec_env_cls='dummy' or 'subproc'")
-        if not _batchable(env):
-            raise ValueError(f"{env} carries wrappers that a batched VecEnv would drop; use vec_env_cls='dummy' or 'subproc'")
-        vec_env_cls = batched_cls
-    if vec_env_cls == "dummy" or vec_env_cls is DummyVecEnv:
-        vec_env_cls = TaskDummyVecEnv
-    elif vec_env_cls == "subproc" or vec_env_cls is SubprocVecEnv:
-        vec_env_cls = TaskSubprocVecEnv
-    if not (isinstance(vec_env_cls, type) and issubclass(vec_env_cls, VecEnv)):
-        raise ValueError(f"vec_env_cls must be 'batched', 'dummy', 'subproc', 'ray' or a VecEnv class, got {vec_env_cls!r}")
-
-    if issubclass(vec_env_cls, BatchedTaskVecEnv):
-        venv: VecEnv = vec_env_cls(copy.deepcopy(base), n_envs)  # type: ignore[call-arg]
-    else:
-        template = copy.deepcopy(env)
-        template_base = get_task_env(template)
-        # One independent task RNG per sub-env (and initial-state RNG if the env's was already seeded):
-        # plain copies would share one stream, and a task mixture would draw the same tasks in every sub-env.
-        task_rngs = template_base.spawn_task_rngs(n_envs) if hasattr(template_base, "spawn_task_rngs") else None
-        seeded = getattr(template_base, "_np_random", None) is not None
-
-        def make_env(index: int) -> Callable[[], gym.Env]:
-            def _make() -> gym.Env:
-                sub_env = copy.deepcopy(template)
-                if task_rngs is not None:
-                    sub_base = get_task_env(sub_env)
-                    sub_base.task_rng = copy.deepcopy(task_rngs[index])
-                    if seeded:
-                        sub_base.np_random = task_rngs[index].spawn(1)[0]
-                return sub_env
-
-            return _make
-
-        # VecEnv's own __init__ takes the spaces; its subclasses here take env factories
-        venv = vec_env_cls([make_env(i) for i in range(n_envs)])  # type: ignore[call-arg, arg-type]
-        if not is_task_vec_env(venv):
-            raise ValueError(f"{vec_env_cls.__name__} lacks set_tasks/get_tasks; use TaskDummyVecEnv or TaskSubprocVecEnv")
-    if seed is not None:
-        venv.seed(int(seed))
-    return venv
