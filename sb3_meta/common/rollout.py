@@ -4,6 +4,11 @@ Layout: ``K`` tasks x ``E`` episodes per task run as ``K * E`` sub-envs of one V
 holds task ``k``). A pass runs every sub-env for exactly one episode (at most ``T`` steps) and stores it
 padded as tensors of shape ``(K, T, E, ...)`` with a validity ``mask``; per-task work is then a batch
 over the leading task dimension (``torch.func.vmap``).
+
+Padding (steps after a sub-env's episode ended) holds whatever the auto-reset sub-env produced, possibly NaN or
+inf: it is replaced by zeros with ``torch.where`` (never ``x * mask``, as NaN · 0 = NaN) before any sum, so that
+discarded steps cannot change a return, an advantage or a loss. Non-finite values on steps that happened are
+the env's fault and raise :class:`NonFiniteEnvOutputError` while sampling, before the policy sees them.
 """
 
 from __future__ import annotations
@@ -15,11 +20,35 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 
-__all__ = ["LinearFeatureBaseline", "TaskBatch", "collect_task_batch", "discounted_returns", "gae_advantages"]
+__all__ = [
+    "LinearFeatureBaseline",
+    "NonFiniteEnvOutputError",
+    "TaskBatch",
+    "collect_task_batch",
+    "discounted_returns",
+    "gae_advantages",
+    "zero_past_end",
+]
+
+
+class NonFiniteEnvOutputError(ValueError):
+    """An env returned a NaN or inf observation or reward on a step that counts (not padding)."""
+
+
+def zero_past_end(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """``x`` where ``mask`` is nonzero, exactly 0 elsewhere (also where ``x`` is NaN or inf).
+
+    :param x: tensor of shape ``mask.shape + (...)`` (trailing dims, e.g. the observation's, are broadcast)
+    :param mask: validity mask, 1 on steps that happened
+    :return: a new tensor like ``x``
+    """
+    valid = mask > 0
+    valid = valid.reshape(*valid.shape, *([1] * (x.dim() - valid.dim())))
+    return th.where(valid, x, th.zeros((), dtype=x.dtype, device=x.device))
 
 
 @dataclasses.dataclass
@@ -27,7 +56,8 @@ class TaskBatch:
     """One episode per sub-env for ``K`` tasks x ``E`` episodes, padded to ``T`` steps.
 
     Tensors have shape ``(K, T, E, ...)``; ``mask`` is 1 on steps that happened. ``advantages`` is filled by
-    :meth:`compute_advantages`.
+    :meth:`compute_advantages`. Observations, (float) actions and rewards are zeroed past each episode's end on
+    construction, so that NaN/inf in discarded steps never reach a sum (the losses multiply by the mask).
     """
 
     obs: th.Tensor
@@ -38,6 +68,12 @@ class TaskBatch:
     advantages: th.Tensor | None = None
     #: per-task parameters (leading task dimension) the episodes were sampled with, when known
     sampling_params: dict[str, th.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        self.obs = zero_past_end(self.obs, self.mask)
+        self.rewards = zero_past_end(self.rewards, self.mask)
+        if self.actions.is_floating_point():
+            self.actions = zero_past_end(self.actions, self.mask)
 
     @property
     def n_tasks(self) -> int:
@@ -50,7 +86,7 @@ class TaskBatch:
 
     def episode_returns(self) -> th.Tensor:
         """Undiscounted return of every episode, shape ``(K, E)``."""
-        return (self.rewards * self.mask).sum(dim=1)
+        return zero_past_end(self.rewards, self.mask).sum(dim=1)
 
     def mean_return(self) -> float:
         return float(self.episode_returns().mean().item())
@@ -96,24 +132,24 @@ def discounted_returns(rewards: th.Tensor, mask: th.Tensor, gamma: float) -> th.
 
     Every column holds one episode from t = 0 (``mask`` is 1 then 0), so G_t = Σ_{t'≥t} γ^(t'−t) r_t' m_t'.
     """
-    return _discounted_sum(rewards * mask, gamma) * mask
+    return zero_past_end(_discounted_sum(zero_past_end(rewards, mask), gamma), mask)
 
 
 def gae_advantages(rewards: th.Tensor, values: th.Tensor, mask: th.Tensor, gamma: float, gae_lambda: float) -> th.Tensor:
     """GAE: δ_t = r_t + γ V(s_{t+1}) − V(s_t), Â_t = Σ_{t'≥t} (γλ)^(t'−t) δ_t'; the value after an episode's end is 0."""
     next_values = th.zeros_like(values)
-    next_values[:, :-1] = values[:, 1:] * mask[:, 1:]
-    deltas = (rewards + gamma * next_values - values) * mask
-    return _discounted_sum(deltas, gamma * gae_lambda) * mask
+    next_values[:, :-1] = zero_past_end(values[:, 1:], mask[:, 1:])
+    deltas = zero_past_end(rewards + gamma * next_values - values, mask)
+    return zero_past_end(_discounted_sum(deltas, gamma * gae_lambda), mask)
 
 
 def normalize_per_task(x: th.Tensor, mask: th.Tensor, eps: float = 1e-8) -> th.Tensor:
     """(x − mean) / (std + eps) over the valid entries of each task (dim 0 indexes tasks)."""
     dims = tuple(range(1, x.dim()))
     n = mask.sum(dim=dims, keepdim=True).clamp_min(1.0)
-    mean = (x * mask).sum(dim=dims, keepdim=True) / n
-    var = ((x - mean).pow(2) * mask).sum(dim=dims, keepdim=True) / n
-    return (x - mean) / (var.sqrt() + eps) * mask
+    mean = zero_past_end(x, mask).sum(dim=dims, keepdim=True) / n
+    var = zero_past_end((x - mean).pow(2), mask).sum(dim=dims, keepdim=True) / n
+    return zero_past_end((x - mean) / (var.sqrt() + eps), mask)
 
 
 class LinearFeatureBaseline:
@@ -143,8 +179,8 @@ class LinearFeatureBaseline:
         """Fit one weight vector per task on (obs, returns) and return the fitted values, shape (K, T, E)."""
         feats = self.features(obs)
         k, f = feats.shape[0], feats.shape[-1]
-        phi = (feats * mask.to(th.float64).unsqueeze(-1)).reshape(k, -1, f)
-        target = (returns.to(th.float64) * mask).reshape(k, -1, 1)
+        phi = zero_past_end(feats, mask).reshape(k, -1, f)
+        target = zero_past_end(returns.to(th.float64), mask).reshape(k, -1, 1)
         gram = phi.transpose(1, 2) @ phi
         rhs = phi.transpose(1, 2) @ target
         eye = th.eye(f, dtype=th.float64, device=obs.device)
@@ -160,7 +196,7 @@ class LinearFeatureBaseline:
                 break
             reg = th.where(todo.view(k, 1, 1), reg * 10, reg)
         values = (feats @ weights.view(k, 1, f, 1)).squeeze(-1)
-        return values.to(returns.dtype) * mask
+        return zero_past_end(values.to(returns.dtype), mask)
 
 
 def collect_task_batch(
@@ -185,6 +221,8 @@ def collect_task_batch(
     :param on_step: called after every VecEnv step with ``(new_obs, rewards, dones, infos)``; returning False
         aborts the pass (and this function returns None)
     :return: the padded batch, or None when ``on_step`` asked to stop
+    :raises NonFiniteEnvOutputError: when a sub-env returns a NaN/inf observation or reward on a step of its episode
+        (padding after its episode ended may be non-finite: it is discarded)
     """
     k, e = len(tasks), episodes_per_task
     n_envs = k * e
@@ -192,16 +230,19 @@ def collect_task_batch(
         raise ValueError(f"The VecEnv has {venv.num_envs} sub-envs; expected {k} tasks x {e} episodes = {n_envs}")
     device = policy.device
     venv.set_tasks([task for task in tasks for _ in range(e)])  # type: ignore[attr-defined]
-    obs = venv.reset()
+    # VecEnvObs also covers dict/tuple observations; the meta-policies' are arrays
+    obs = np.asarray(venv.reset())
+    if not np.isfinite(obs).all():
+        obs = _check_finite(venv, tasks, e, obs, None, np.ones(n_envs, dtype=bool), None, 0)
     action_space = policy.action_space
     active = np.ones(n_envs, dtype=bool)
     obs_buf, act_buf, rew_buf, mask_buf = [], [], [], []
 
     if per_task_params:
         dist_fn = th.func.vmap(policy.functional_dist_params, in_dims=(0, 0))
-    for _ in range(max_steps):
+    for step in range(max_steps):
         with th.no_grad():
-            obs_t = th.as_tensor(np.asarray(obs), device=device)
+            obs_t = th.as_tensor(obs, device=device)
             if per_task_params:
                 dist = dist_fn(params, obs_t.reshape(k, e, *obs_t.shape[1:]))
                 dist = type(dist)(dist.loc.reshape(n_envs, *dist.loc.shape[2:]), dist.log_std)
@@ -220,11 +261,15 @@ def collect_task_batch(
         act_buf.append(actions)
         rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
         mask_buf.append(th.as_tensor(active, dtype=th.float32, device=device))
-        active = active & ~dones
-        # VecEnvObs also covers dict/tuple observations; the meta-policies' are arrays
-        if on_step is not None and on_step(new_obs, rewards, dones, infos) is False:  # type: ignore[arg-type]
+        was_active, active = active, active & ~dones
+        # One vectorised test per array on the common path; the slow path says which sub-env and step, or masks
+        # non-finite padding so that the policy is not fed NaN for steps that are discarded anyway.
+        next_obs = np.asarray(new_obs)
+        if not (np.isfinite(next_obs).all() and np.isfinite(rewards).all()):
+            next_obs = _check_finite(venv, tasks, e, next_obs, np.asarray(rewards), active, was_active, step + 1)
+        if on_step is not None and on_step(np.asarray(new_obs), rewards, dones, infos) is False:
             return None
-        obs = new_obs
+        obs = next_obs
         if not active.any():
             break
 
@@ -240,3 +285,59 @@ def collect_task_batch(
         mask=stack(mask_buf),
         tasks=list(tasks),
     )
+
+
+def _sub_env_name(venv: VecEnv, index: int) -> str:
+    """Class name of the task distribution behind sub-env ``index`` (for error messages)."""
+    inner = venv
+    while isinstance(inner, VecEnvWrapper):
+        inner = inner.venv
+    template = getattr(inner, "template_env", None)  # batched task VecEnvs
+    if template is not None:
+        return type(template).__name__
+    envs = getattr(inner, "envs", None)  # DummyVecEnv
+    if envs is not None:
+        env = envs[index]
+        return type(env.unwrapped).__name__ + (f" ({env.spec.id})" if env.spec is not None else "")
+    return type(inner).__name__
+
+
+def _check_finite(
+    venv: VecEnv,
+    tasks: Sequence[Any],
+    episodes_per_task: int,
+    obs: np.ndarray,
+    rewards: np.ndarray | None,
+    obs_valid: np.ndarray,
+    rewards_valid: np.ndarray | None,
+    step: int,
+) -> np.ndarray:
+    """Slow path of the finiteness check: raise for a non-finite value that counts, else mask the padding.
+
+    :param obs: observations of every sub-env, after reset (``step=0``) or after env step ``step``
+    :param rewards: rewards of that env step (None after reset)
+    :param obs_valid: sub-envs whose observation is the input of a step that counts (still in their episode)
+    :param rewards_valid: sub-envs for which the env step counts (None after reset)
+    :param step: env steps taken in this pass (= in every sub-env's current episode)
+    :return: ``obs`` with the non-finite observations of sub-envs past their episode's end replaced by zeros
+    :raises NonFiniteEnvOutputError: naming the env, sub-env, task, quantity and step of the first bad value
+    """
+    bad_obs = ~np.isfinite(obs).reshape(len(obs), -1).all(axis=1)
+    candidates = []
+    if rewards is not None and rewards_valid is not None:
+        candidates.append(("reward", ~np.isfinite(rewards) & rewards_valid, rewards))
+    candidates.append(("observation", bad_obs & obs_valid, obs))
+    for quantity, bad, values in candidates:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            when = "from reset()" if step == 0 else f"at step {step} of its episode"
+            raise NonFiniteEnvOutputError(
+                f"{_sub_env_name(venv, i)}: sub-env {i} (task {tasks[i // episodes_per_task]!r}) returned a non-finite "
+                f"{quantity} {when}: {values[i]!r}. Expected finite observations and rewards; check the env's "
+                f"dynamics and reward for NaN/inf (e.g. a division by zero or an unbounded state), or end the "
+                f"episode (terminated=True) before the state becomes non-finite."
+            )
+    if bad_obs.any():  # padding only: the policy still acts there (its actions are discarded), on finite input
+        obs = obs.copy()
+        obs[bad_obs] = 0
+    return obs

@@ -158,7 +158,10 @@ class TaskEnv(gym.Env, Generic[TaskT]):
     pretrained baseline). Task sampling uses the env's own RNG, seeded by ``seed`` or ``reset(seed=...)``,
     never numpy's global RNG, and separate from the RNG of initial states.
 
-    Subclasses that override ``reset`` call ``super().reset(seed=seed, options=options)`` first.
+    Subclasses that override ``reset`` call ``super().reset(seed=seed, options=options)`` first. They set
+    ``max_episode_steps`` to the horizon at which they truncate episodes: the algorithms take the horizon from it
+    (or from a registered spec's ``max_episode_steps``) and, when neither is set, raise an error asking for
+    ``max_episode_steps=...``.
 
     :param seed: seed of the task RNG (``reset(seed=...)`` reseeds it too)
     :param sample_task_on_reset: draw a new task at every reset (task mixture)
@@ -167,6 +170,9 @@ class TaskEnv(gym.Env, Generic[TaskT]):
     task_type: ClassVar[type[Task]] = Task
     #: The batched VecEnv class that ``make_task_vec_env`` uses for this distribution (None: DummyVecEnv).
     batched_vec_env_cls: ClassVar[Any] = None
+    #: Horizon: the env truncates every episode after this many steps. None (unknown) until a subclass sets it;
+    #: declared here so that looking it up never fails with an AttributeError (the algorithms then ask for it).
+    max_episode_steps: int | None = None
 
     def __init__(self, seed: int | None = None, sample_task_on_reset: bool = False) -> None:
         self.sample_task_on_reset = bool(sample_task_on_reset)

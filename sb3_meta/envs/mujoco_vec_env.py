@@ -15,18 +15,23 @@ which the single env calls on a batch of one. Two backends:
 - ``"batch"``: :class:`mujoco.batch.Batch`, MuJoCo's native thread pool over per-simulation state rows.
   Faster per step, but it never runs ``mj_rnePostConstraint``, so it is only used when ``cfrc_ext`` is
   not needed (HalfCheetah; Ant with ``include_cfrc_ext_in_observation=False, contact_cost_weight=0``).
+  ``mujoco.batch`` ships with MuJoCo >= 3.17; on older MuJoCo (the floor is 3.3) ``"auto"`` uses ``"threads"``.
+
+Only MuJoCo calls that exist since 3.3 are made outside the ``"batch"`` backend (CI: ``.ci/mujoco_floor``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 from typing import Any
 
 import mujoco
-import mujoco.batch
 import numpy as np
 from gymnasium import utils
 from gymnasium.utils import seeding
@@ -35,7 +40,10 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from sb3_meta.envs.core import Task, TaskEnv, TaskT
 from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_actions
 
-__all__ = ["MujocoTaskEnv", "MujocoTaskVecEnv", "available_cores"]
+__all__ = ["MUJOCO_BATCH_MIN_VERSION", "MujocoTaskEnv", "MujocoTaskVecEnv", "available_cores", "copy_mjdata", "mujoco_batch"]
+
+#: First MuJoCo release with the ``mujoco.batch`` module that the ``"batch"`` backend needs.
+MUJOCO_BATCH_MIN_VERSION = "3.17"
 
 
 def available_cores() -> int:
@@ -44,6 +52,52 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+@functools.cache
+def mujoco_batch() -> ModuleType | None:
+    """The ``mujoco.batch`` module, or None on a MuJoCo older than :data:`MUJOCO_BATCH_MIN_VERSION`.
+
+    Imported here rather than at the top of the module, so that ``import sb3_meta`` works on every MuJoCo
+    that setup.cfg accepts.
+    """
+    try:
+        return importlib.import_module("mujoco.batch")
+    except ImportError:
+        return None
+
+
+#: ``mjSTATE_INTEGRATION``: everything the next ``mj_step`` depends on (time, qpos, qvel, act, warm start,
+#: controls, applied forces, mocap, eq_active, userdata, plugin state).
+_INTEGRATION_STATE = int(mujoco.mjtState.mjSTATE_INTEGRATION)
+
+
+def copy_mjdata(model: mujoco.MjModel, dst: mujoco.MjData, src: mujoco.MjData) -> None:
+    """Copy the simulation ``src`` into ``dst`` (both of ``model``) so that ``dst`` continues exactly like ``src``.
+
+    ``mujoco.mj_copyData`` is only bound in Python from MuJoCo 3.17 on; this uses calls that MuJoCo 3.3 has:
+    ``mj_getState`` / ``mj_setState`` with the integration state (all the next step depends on), then every
+    model-sized array of ``MjData`` (positions, contact forces ``cfrc_ext``, ... as the last step left them: they
+    describe the state before that step's integration, so ``mj_forward`` would not reproduce them). Arrays sized
+    by the current contacts / constraints (``contact``, ``efc_*``, when their sizes differ) are scratch that the
+    next ``mj_forward`` recomputes from the state, and are not copied.
+
+    :param model: the model of both simulations
+    :param dst: the simulation overwritten
+    :param src: the simulation copied
+    """
+    state = np.empty(mujoco.mj_stateSize(model, _INTEGRATION_STATE))
+    mujoco.mj_getState(model, src, state, _INTEGRATION_STATE)
+    mujoco.mj_setState(model, dst, state, _INTEGRATION_STATE)
+    for name in dir(src):
+        if name.startswith("_"):
+            continue
+        value = getattr(src, name)
+        if not isinstance(value, np.ndarray):
+            continue
+        target = getattr(dst, name)
+        if isinstance(target, np.ndarray) and target.flags.writeable and target.shape == value.shape:
+            target[...] = value
 
 
 def init_kwargs(local_vars: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +253,7 @@ class MujocoTaskEnv(TaskEnv[TaskT]):
             self._elapsed = runtime["elapsed"]
             if runtime["task"] is not None:
                 self.reset_task(runtime["task"])
-            mujoco.mj_copyData(self.data, self.model, runtime["data"])
+            copy_mjdata(self.model, self.data, runtime["data"])
 
 
 class _ThreadedSimulations:
@@ -278,7 +332,9 @@ class _BatchedSimulations:
     cfrc_ext = None
 
     def __init__(self, model: mujoco.MjModel, n: int, n_threads: int, body: int | None) -> None:
-        self.batch = mujoco.batch.Batch(model, n, nthread=max(1, min(int(n_threads), n)))
+        batch = mujoco_batch()
+        assert batch is not None, "MujocoTaskVecEnv checks that mujoco.batch exists before choosing this backend"
+        self.batch = batch.Batch(model, n, nthread=max(1, min(int(n_threads), n)))
         self.n_threads = self.batch.nthread
         self.qpos = self.batch.bind("qpos")  # live views of the state rows
         self.qvel = self.batch.bind("qvel")
@@ -318,9 +374,10 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
 
     :param env: the task distribution (a :class:`MujocoTaskEnv`; its model and constants are shared)
     :param n_envs: number of sub-envs
-    :param backend: ``"auto"`` (``"batch"`` unless the env needs the contact forces ``cfrc_ext``, then
-        ``"threads"``), ``"threads"`` (one ``MjData`` per sub-env on a thread pool) or ``"batch"``
-        (:class:`mujoco.batch.Batch`; refused when ``cfrc_ext`` is needed, as it is never computed there)
+    :param backend: ``"auto"`` (``"batch"`` unless the env needs the contact forces ``cfrc_ext`` or MuJoCo is
+        older than 3.17, then ``"threads"``), ``"threads"`` (one ``MjData`` per sub-env on a thread pool) or
+        ``"batch"`` (:class:`mujoco.batch.Batch`; refused when ``cfrc_ext`` is needed, as it is never computed
+        there, and on MuJoCo < 3.17, which has no ``mujoco.batch``)
     :param n_threads: threads (default: every core this process may use)
     """
 
@@ -335,11 +392,17 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
             raise ValueError(f"n_threads must be an integer >= 1, got {n_threads!r}")
         super().__init__(env, n_envs)
         if backend == "auto":
-            backend = "threads" if env.uses_contact_forces else "batch"
+            backend = "threads" if env.uses_contact_forces or mujoco_batch() is None else "batch"
         if backend == "batch" and env.uses_contact_forces:
             raise ValueError(
                 f"{type(env).__name__} observes or penalises the contact forces cfrc_ext, which mujoco.batch never "
                 "computes (no mj_rnePostConstraint): use backend='threads'"
+            )
+        if backend == "batch" and mujoco_batch() is None:
+            raise ValueError(
+                f"backend='batch' needs mujoco.batch, which MuJoCo {mujoco.__version__} lacks: install "
+                f"mujoco>={MUJOCO_BATCH_MIN_VERSION} (pip install 'mujoco>={MUJOCO_BATCH_MIN_VERSION}'), or use "
+                "backend='threads' (or 'auto', which picks it on this MuJoCo)"
             )
         self.backend = backend
         n = self.num_envs
