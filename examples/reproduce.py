@@ -245,6 +245,24 @@ def train_meta(model: Any, cfg: RunConfig, horizon: int) -> int:
     return int(stop.timesteps_at_stop or model.num_timesteps)
 
 
+def baseline_target_kl(env: Any, env_name: str, cfg: RunConfig) -> float:
+    """The sb3-contrib TRPO baseline's ``target_kl`` that gives it the meta-learners' trust region.
+
+    The meta-learners (as the original MAML/rllab code) bound the mean over samples of the KL summed over action
+    dimensions; sb3-contrib's TRPO bounds its mean over samples and action dimensions. With the same number it
+    would get ``action_dim`` times the trust region (8x on Ant), so it gets ``target_kl / action_dim``
+    (tests/test_trpo_consistency.py shows the two steps agree then).
+    """
+    target_kl = cfg.target_kl
+    if target_kl is None:
+        target_kl = float(
+            load_hyperparams("fomaml", "pointmass" if env_name.startswith("pointmass") else env_name)["target_kl"]
+        )
+    space = env.action_space
+    action_dim = int(np.prod(space.shape)) if space.shape else 1  # a categorical distribution has one KL term
+    return target_kl / action_dim
+
+
 def baseline_budget(cfg: RunConfig, horizon: int) -> int:
     """MAML's nominal env steps: iterations x meta_batch_size x fast_batch_size x horizon x 2 (pre/post episodes)."""
     return cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * 2
@@ -407,8 +425,8 @@ def run_one(
             else BASELINE_POLICY_KWARGS
         ),
     )
-    if run_cfg.target_kl is not None and run_cfg.baseline_algo == "trpo":
-        baseline_kwargs["target_kl"] = run_cfg.target_kl
+    if run_cfg.baseline_algo == "trpo":
+        baseline_kwargs["target_kl"] = info["baseline_target_kl"] = baseline_target_kl(env, env_name, run_cfg)
     train_s = None
     if method in META_METHODS:
         model, env_steps, train_s = train_meta_resumable(method, env, env_name, seed, run_cfg, out, group, name)
