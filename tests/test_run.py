@@ -337,3 +337,20 @@ def test_bandit_task_distribution():
         env.step(3)
     with pytest.raises(ValueError, match="n_arms"):
         BanditTasks(n_arms=0)
+
+
+def test_episode_statistics_are_those_of_every_sampled_episode():
+    """``rollout/ep_rew_mean`` is the mean return of all the episodes an iteration sampled, including those cut
+    at a ``max_episode_steps`` shorter than the env's own horizon (a VecMonitor would see none of them)."""
+    from stable_baselines3.common.logger import configure
+
+    model = FOMAML("MlpPolicy", PointMassTasks(start="origin", seed=0), max_episode_steps=20, **small_kwargs())
+    model.set_logger(configure(None, []))
+    model.learn(1, log_interval=None)
+    n_episodes = 2 * model.meta_batch_size * model.fast_batch_size  # pre- and post-adaptation passes
+    assert len(model.ep_info_buffer) == n_episodes
+    assert all(1 <= ep["l"] <= 20 for ep in model.ep_info_buffer)
+    assert sum(ep["l"] == 20 for ep in model.ep_info_buffer) > n_episodes // 2  # most are cut at the horizon
+    logged = model.logger.name_to_value
+    expected = (logged["rollout/pre_adapt_return"] + logged["rollout/post_adapt_return"]) / 2  # equal pass sizes
+    np.testing.assert_allclose(np.mean([ep["r"] for ep in model.ep_info_buffer]), expected, rtol=1e-5)

@@ -364,7 +364,6 @@ class MetaAlgorithm(BaseAlgorithm):
 
         def on_step(new_obs: np.ndarray, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> bool:
             self.num_timesteps += n_envs
-            self._update_info_buffer(infos, dones)
             callback.update_locals(locals())
             return callback.on_step()
 
@@ -406,6 +405,7 @@ class MetaAlgorithm(BaseAlgorithm):
             self.logger.record("rollout/post_adapt_return", inner.batches[-1].mean_return())
         for key, value in stats.items():
             self.logger.record(key, value)
+        self._record_episodes(inner)
         log_std = getattr(self.policy, "log_std", None)
         self.logger.record("train/log_std", float(log_std.mean().item()) if log_std is not None else 0.0)
         steps = sum(b.n_steps for b in inner.batches)
@@ -420,6 +420,16 @@ class MetaAlgorithm(BaseAlgorithm):
             self.logger.record(f"time/{key}", value)
         self.logger.record("time/fps", int(steps / max(times["iteration"], 1e-9)))
         self.iteration_times.append({**iteration_times, "env_steps": float(steps)})
+
+    def _record_episodes(self, inner: InnerLoopResult) -> None:
+        """Every episode the iteration sampled (ended by the env or by the horizon) into SB3's episode buffer, so
+        that ``rollout/ep_rew_mean`` is the mean return of the sampled episodes (a VecMonitor only sees those
+        the env ends itself, and misses those cut at ``max_episode_steps``)."""
+        assert self.ep_info_buffer is not None
+        for batch in inner.batches:
+            returns = batch.episode_returns().flatten().tolist()
+            lengths = batch.mask.sum(dim=1).flatten().tolist()
+            self.ep_info_buffer.extend({"r": r, "l": int(n)} for r, n in zip(returns, lengths))
 
     def dump_logs(self) -> None:
         """Write the logs of the last iteration, with the episode statistics and counters (SB3's ``dump_logs``)."""
