@@ -209,20 +209,50 @@ class NaNRewardTasks(PointMassTasks):
 
 
 @pytest.mark.parametrize("name", ["MAML", "Reptile"])
-def test_non_finite_iterations_are_rejected_then_stop_training(name):
+def test_non_finite_env_rewards_stop_training_with_the_env_error(name):
+    """NaN rewards from the env are refused before the policy sees them, naming the env; θ stays as it was."""
+    from sb3_meta.common.rollout import NonFiniteEnvOutputError
+
     cls, extra = ALGOS[name]
-    env = NaNRewardTasks(max_episode_steps=5, goal_radius=0.0)
-    model = cls("MlpPolicy", env, max_nonfinite_iterations=2, **small_kwargs(), **extra)
+    model = cls("MlpPolicy", NaNRewardTasks(max_episode_steps=5, goal_radius=0.0), **small_kwargs(), **extra)
+    theta = model.meta_parameters()
+    with pytest.raises(NonFiniteEnvOutputError, match=r"NaNRewardTasks: sub-env 0 .* non-finite reward"):
+        model.learn(1)
+    assert params_equal(model.meta_parameters(), theta)
+
+
+@pytest.mark.parametrize("name", ["MAML", "Reptile"])
+def test_non_finite_iterations_are_rejected_then_stop_training(name):
+    """A non-finite inner step (here injected into the objective) rejects the iteration with a warning, θ kept;
+    a finite iteration resets the count; ``max_nonfinite_iterations`` consecutive ones stop training."""
+    cls, extra = ALGOS[name]
+    model = cls(
+        "MlpPolicy", point_mass(max_episode_steps=5, goal_radius=0.0), max_nonfinite_iterations=2, **small_kwargs(), **extra
+    )
+    broken = {"on": True}
+    make_objective = model.make_objective
+
+    def objective_with_a_broken_inner_step():
+        objective = make_objective()
+        inner_step = objective.inner_step
+
+        def step(*args, **kwargs):
+            params = inner_step(*args, **kwargs)
+            return {k: v * float("nan") for k, v in params.items()} if broken["on"] else params
+
+        objective.inner_step = step
+        return objective
+
+    model.make_objective = objective_with_a_broken_inner_step
     theta = model.meta_parameters()
     with pytest.warns(UserWarning, match="Non-finite"):
         model.learn(1)
     assert params_equal(model.meta_parameters(), theta)  # rejected: unchanged
-    # a finite iteration resets the count of consecutive failures
-    model.env.set_attr("nan", False)
+    broken["on"] = False  # a finite iteration resets the count of consecutive failures
     model.learn(1, reset_num_timesteps=False)
     theta = model.meta_parameters()
     assert all(th.isfinite(v).all() for v in theta.values())
-    model.env.set_attr("nan", True)
+    broken["on"] = True
     with pytest.warns(UserWarning, match="Non-finite"):
         model.learn(1, reset_num_timesteps=False)
     assert params_equal(model.meta_parameters(), theta)

@@ -9,14 +9,20 @@ Subclasses implement :meth:`MetaAlgorithm._outer_step`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import io
+import json
+import os
 import pathlib
 import random
+import secrets
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, cast
 
 import gymnasium as gym
@@ -25,7 +31,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.save_util import json_to_data, load_from_zip_file, recursive_getattr
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import check_for_correct_spaces, configure_logger, safe_mean
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
@@ -33,7 +39,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
 from sb3_meta.common.meta_gradient import MetaObjective
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
-from sb3_meta.common.rng import get_rng_state, set_rng_state, unwrap_task_vec_env
+from sb3_meta.common.rng import get_rng_state, rng_state_to_json, set_rng_state, unwrap_task_vec_env
 from sb3_meta.common.utils import all_finite, check_int, check_positive_float, check_step_sizes, stopwatch
 from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env
 from sb3_meta.envs.core import Task
@@ -45,7 +51,7 @@ from sb3_meta.envs.vec_env import (
 )
 from sb3_meta.envs.wrappers import check_not_mixture
 
-__all__ = ["MetaAlgorithm"]
+__all__ = ["MetaAlgorithm", "atomic_write"]
 
 SelfMetaAlgorithm = TypeVar("SelfMetaAlgorithm", bound="MetaAlgorithm")
 
@@ -212,7 +218,10 @@ class MetaAlgorithm(BaseAlgorithm):
             if horizon:
                 return horizon
         for v in venvs:
-            horizon = v.get_attr("max_episode_steps", indices=[0])[0]
+            try:
+                horizon = v.get_attr("max_episode_steps", indices=[0])[0]
+            except AttributeError:  # a sub-env without the attribute (SB3's get_attr raises): no horizon there
+                continue
             if horizon:
                 return int(horizon)
         raise ValueError("Cannot tell the episode horizon: pass max_episode_steps=... to the algorithm")
@@ -531,10 +540,23 @@ class MetaAlgorithm(BaseAlgorithm):
         return [*super()._excluded_save_params(), "task_env", "_adapt_venvs", "adaptation_returns", "iteration_times"]
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Any = None, include: Any = None) -> None:
-        """SB3 ``save`` plus every RNG state training draws on, so that training resumes bit for bit."""
-        self._rng_state = get_rng_state(self.task_env, self.env)
+        """SB3 ``save`` plus every RNG state training draws on, so that training resumes bit for bit.
+
+        A ``str`` or ``PathLike`` path is written atomically (:func:`atomic_write`): to a temporary file in the same
+        folder, flushed and fsynced, then renamed over ``path``, so that a crash or a kill while saving leaves the
+        previous checkpoint (or none) at ``path``, never a truncated one. As with SB3, ``.zip`` is appended to a
+        path without suffix. A file object is written as SB3 writes it.
+
+        The RNG states and the class name are stored as plain JSON in the checkpoint's ``data`` entry, so that
+        :meth:`load` reads them (and refuses another library's checkpoint) without unpickling anything.
+        """
+        self._rng_state = rng_state_to_json(get_rng_state(self.task_env, self.env))
         self._checkpoint_class = type(self).__name__
-        super().save(path, exclude=exclude, include=include)
+        if isinstance(path, (str, os.PathLike)):
+            save = super().save  # zero-argument super() does not work in the lambda below
+            atomic_write(_checkpoint_path(path), lambda file: save(file, exclude=exclude, include=include))
+        else:
+            super().save(path, exclude=exclude, include=include)
 
     @classmethod
     def load(  # type: ignore[override]
@@ -551,42 +573,86 @@ class MetaAlgorithm(BaseAlgorithm):
 
         The RNG states saved with the checkpoint are restored into ``env`` (and torch), so that
         ``learn(..., reset_num_timesteps=False)`` continues as if training had never stopped.
+
+        The file is opened once. Its metadata (the class that saved it, the sizes) is read as JSON first, without
+        unpickling anything: another library's checkpoint is refused there. SB3's ``load`` then reads the rest,
+        once (the spaces, if decoded early to check ``env``, are handed to it rather than decoded again).
+
+        :raises FileNotFoundError: no file at ``path`` (nor at ``path + ".zip"``)
+        :raises ValueError: the file is truncated or corrupt, is not a checkpoint of this class (or one of its
+            subclasses), or ``env`` does not match it
         """
-        start = path.tell() if isinstance(path, io.IOBase) and path.seekable() else None
+        file, opened = _open_checkpoint(path)
         try:
-            data, _, _ = load_from_zip_file(path, device="cpu", custom_objects=custom_objects, load_data=True)
-        except Exception as e:
-            raise ValueError(f"{path!r} is not a checkpoint saved by {cls.__name__}.save ({type(e).__name__}: {e})") from e
-        saved_class = (data or {}).get("_checkpoint_class")
-        if saved_class is None or saved_class not in {c.__name__ for c in (cls, *_all_subclasses(cls))}:
-            raise ValueError(
-                f"{path!r} is not a {cls.__name__} checkpoint (it was saved by {saved_class or 'another library'})"
+            data = _read_checkpoint_data(file, path)
+            saved_class = data.get("_checkpoint_class")
+            if not isinstance(saved_class, str) or saved_class not in {c.__name__ for c in (cls, *_all_subclasses(cls))}:
+                origin = (
+                    f"it was saved by {saved_class}: load it with {saved_class}.load"
+                    if isinstance(saved_class, str)
+                    else "it was saved by another library, e.g. an SB3 algorithm: load it with that library's load"
+                )
+                raise ValueError(f"{path!r} is not a {cls.__name__} checkpoint ({origin})")
+            task_env = None
+            custom = dict(custom_objects or {})
+            if env is not None:
+                n_envs = data["meta_batch_size"] * data["fast_batch_size"]
+                env, task_env = cls._make_task_env(env, n_envs, None)
+                saved_spaces = {key: data[key] for key in ("observation_space", "action_space") if key in data}
+                saved_spaces = json_to_data(json.dumps(saved_spaces), custom_objects=custom_objects)
+                if len(saved_spaces) == 2:
+                    try:
+                        check_for_correct_spaces(env, saved_spaces["observation_space"], saved_spaces["action_space"])
+                    except ValueError as e:
+                        raise ValueError(f"The env given to load does not match the checkpoint: {e}") from e
+                    custom = {**saved_spaces, **custom}  # decoded once: SB3's load takes them as they are
+            model = super().load(
+                file,
+                env=env,
+                device=device,
+                custom_objects=custom or None,
+                print_system_info=print_system_info,
+                force_reset=force_reset,
+                **kwargs,
             )
-        if start is not None:
-            path.seek(start)  # type: ignore[union-attr]
-        task_env = None
-        if env is not None:
-            # data is not None here: a None data has no _checkpoint_class and was rejected above
-            n_envs = data["meta_batch_size"] * data["fast_batch_size"]  # type: ignore[index]
-            env, task_env = cls._make_task_env(env, n_envs, None)
-            try:
-                check_for_correct_spaces(env, data["observation_space"], data["action_space"])  # type: ignore[index]
-            except ValueError as e:
-                raise ValueError(f"The env given to load does not match the checkpoint: {e}") from e
-        model = super().load(
-            path,
-            env=env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
+        finally:
+            if opened:
+                file.close()
         model.task_env = task_env
         model._adapt_venvs = AdaptationVecEnvs(max_entries=4)
         if model._rng_state is not None:
             set_rng_state(model._rng_state, task_env, model.env)
         return model
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | pathlib.Path | io.BufferedIOBase | dict[str, Any],
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """SB3's ``set_parameters``, all or nothing: every object name, key and shape is checked before the first
+        tensor is copied, so that parameters that do not fit raise and leave the model as it was.
+
+        :param load_path_or_dict: a checkpoint (path or file object), or a dict as from :meth:`get_parameters`
+        :param exact_match: every object and every key of the model must be given (False: a subset may be);
+            keys the model does not have are refused either way
+        :param device: device to load a checkpoint's tensors on
+        :raises ValueError: an object name the model does not have (or, with ``exact_match``, one missing)
+        :raises RuntimeError: a state-dict key missing or unknown, or a tensor of another shape (as torch's
+            ``load_state_dict``), listing all of them
+        """
+        if isinstance(load_path_or_dict, dict):
+            params = load_path_or_dict
+        else:
+            file, opened = _open_checkpoint(load_path_or_dict)
+            try:
+                _read_checkpoint_data(file, load_path_or_dict, require_data=False)
+                _, params, _ = load_from_zip_file(file, device=device, load_data=False)
+            finally:
+                if opened:
+                    file.close()
+        _check_parameters(self, params, exact_match)
+        super().set_parameters(params, exact_match=exact_match, device=device)
 
 
 def _all_subclasses(cls: type) -> list[type]:
@@ -596,3 +662,143 @@ def _all_subclasses(cls: type) -> list[type]:
         out.append(sub)
         out.extend(_all_subclasses(sub))
     return out
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[io.BufferedWriter], Any]) -> None:
+    """Write the file ``path`` all or nothing: ``write(file)`` writes a temporary file in the same folder, which is
+    then flushed, fsynced and renamed over ``path`` (``os.replace``, atomic on POSIX and Windows).
+
+    Until the new content is complete and on disk, ``path`` holds its previous content (or does not exist),
+    whatever happens: an error, a kill, a power cut. On an error the temporary file is removed; a kill leaves
+    it behind, hidden (``.<stem>.<random>.tmp<suffix>`` next to ``path``). The folder is created if missing.
+
+    :param write: writes the content to the binary file object it is given (e.g. ``model.save``, ``np.savez``)
+    :raises IsADirectoryError: ``path`` is a folder
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a folder: give a file path, e.g. {os.path.join(path, 'model.zip')!r}")
+    folder, name = os.path.split(path)
+    stem, suffix = os.path.splitext(name)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{stem}.{secrets.token_hex(6)}.tmp{suffix}")
+    try:
+        with open(tmp, "xb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a folder, and needs no such step)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _checkpoint_path(path: str | os.PathLike[str]) -> str:
+    """The file SB3 saves ``path`` as: ``.zip`` appended to a path without suffix."""
+    path = os.fspath(path)
+    return f"{path}.zip" if pathlib.Path(path).suffix == "" else path
+
+
+def _open_checkpoint(path: Any) -> tuple[Any, bool]:
+    """(binary file, whether it was opened here) for a path or a file object; tries ``path + ".zip"`` as SB3."""
+    if not isinstance(path, (str, os.PathLike)):
+        return path, False
+    path = os.fspath(path)
+    for candidate in (path, f"{path}.zip"):
+        try:
+            return open(candidate, "rb"), True
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"No checkpoint at {path!r} (nor at {path + '.zip'!r}): check the path, or save a model there")
+
+
+def _read_checkpoint_data(file: Any, path: Any, require_data: bool = True) -> dict[str, Any]:
+    """The ``data`` entry of a checkpoint as raw JSON (pickled entries left encoded), every entry's CRC checked;
+    the file is left at the position it had.
+
+    :raises ValueError: the file is not a zip archive, is truncated or corrupt, or (``require_data``) has no
+        ``data`` entry
+    """
+    start = file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad_entry = archive.testzip()  # reads every entry: CRC errors here, not halfway through a load
+            if bad_entry is not None:
+                raise zipfile.BadZipFile(f"bad CRC-32 for the entry {bad_entry!r}")
+            if "data" not in archive.namelist():
+                if require_data:
+                    raise ValueError(f"{path!r} is not a checkpoint: the zip archive has no 'data' entry (not saved by save)")
+                return {}
+            data = json.loads(archive.read("data").decode())
+    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, json.JSONDecodeError, NotImplementedError) as e:
+        raise ValueError(
+            f"{path!r} is not a checkpoint that can be read: the file is truncated or corrupt "
+            f"({type(e).__name__}: {e}). Load an intact copy, or save the model again."
+        ) from e
+    finally:
+        file.seek(start)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path!r} is not a checkpoint: its 'data' entry is a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _check_parameters(model: BaseAlgorithm, params: dict[str, Any], exact_match: bool) -> None:
+    """Every check of SB3's ``set_parameters`` and torch's ``load_state_dict``, before anything is copied."""
+    expected_objects = set(model._get_torch_save_params()[0])
+    problems: list[str] = []
+    for name, given in params.items():
+        try:
+            attr = recursive_getattr(model, name)
+        except Exception as e:
+            raise ValueError(
+                f"Key {name!r} is an invalid object name: the model's objects are {sorted(expected_objects)}"
+            ) from e
+        if not isinstance(given, dict) and not hasattr(given, "keys"):
+            problems.append(f"{name}: expected a state dict, got {type(given).__name__}")
+        elif isinstance(attr, th.optim.Optimizer):
+            groups, saved_groups = attr.param_groups, given.get("param_groups", [])
+            sizes, saved_sizes = [len(g["params"]) for g in groups], [len(g.get("params", [])) for g in saved_groups]
+            if "state" not in given or sizes != saved_sizes:
+                problems.append(
+                    f"{name}: an optimizer state dict with {len(groups)} parameter groups of sizes {sizes} was expected, "
+                    f"got {len(saved_groups)} of sizes {saved_sizes}"
+                )
+        elif isinstance(attr, th.nn.Module):
+            own = attr.state_dict()
+            unknown = [key for key in given if key not in own]
+            missing = [key for key in own if key not in given] if exact_match else []
+            if unknown:
+                problems.append(f"{name}: unknown keys {unknown} (the module's keys are {list(own)})")
+            if missing:
+                problems.append(f"{name}: missing keys {missing} (pass exact_match=False to set only some)")
+            for key in (k for k in given if k in own):
+                value = given[key]
+                if not isinstance(value, th.Tensor):
+                    problems.append(f"{name}.{key}: expected a tensor, got {type(value).__name__}")
+                elif isinstance(own[key], th.Tensor) and value.shape != own[key].shape:
+                    problems.append(f"{name}.{key}: shape {tuple(value.shape)} given, {tuple(own[key].shape)} expected")
+        else:
+            problems.append(f"{name}: a {type(attr).__name__}, not a torch module or optimizer")
+    if problems:
+        raise RuntimeError(
+            "The parameters do not fit the model, nothing was set:\n  " + "\n  ".join(problems) + "\n"
+            "Pass parameters from get_parameters() of a model of the same class, spaces and net_arch."
+        )
+    if exact_match and set(params) != expected_objects:
+        raise ValueError(
+            "Names of parameters do not match agents' parameters: "
+            f"expected {expected_objects}, got {set(params)} (pass exact_match=False to set only some)"
+        )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_meta.common.base_class import MetaAlgorithm, atomic_write
 from sb3_meta.common.evaluation import AdaptationResult, EvaluationSpec, prepare_evaluation, run_evaluation
 from sb3_meta.common.utils import check_int
 from sb3_meta.envs.builders import AdaptationVecEnvs, as_task_env
@@ -26,11 +30,15 @@ class MetaEvalCallback(BaseCallback):
     differ only by the policy. Each evaluation runs :func:`~sb3_meta.common.evaluation.evaluate_adaptation`,
     logs ``meta_eval/return_step_k`` (mean return after ``k`` adaptation steps, ``k = 0..n_steps``) and
     ``meta_eval/stderr_step_k``, and saves ``best_model.zip`` when the mean return after the last step is the
-    best so far.
+    best so far. Every file is written atomically (a temporary file in the same folder, fsynced, then renamed
+    over the old one): a kill while writing leaves the previous ``best_model.zip`` / ``evaluations.*`` intact.
 
-    ``eval_freq`` counts meta-iterations (rollouts), not ``on_step`` calls as SB3's ``EvalCallback`` does: a
-    meta-iteration makes a varying number of VecEnv steps, and the parameters only change between
-    meta-iterations. The evaluation runs at the start of the iteration that follows every ``eval_freq``-th one
+    ``eval_freq`` counts meta-iterations (rollouts), not ``on_step`` calls (env steps) as SB3's ``EvalCallback``
+    does: a meta-iteration makes a varying number of VecEnv steps, and the parameters only change between
+    meta-iterations. ``eval_freq=5000`` as for ``EvalCallback`` would evaluate every 5000 meta-iterations: when
+    ``learn(total_timesteps)`` cannot reach the first evaluation (at the nominal ``meta_batch_size x
+    fast_batch_size x horizon x passes`` env steps per iteration; ``n_steps x n_envs`` per rollout for PPO/A2C),
+    training starts with a warning that says so. The evaluation runs at the start of the iteration that follows every ``eval_freq``-th one
     (that is, after its update), and once more when training ends if the last iteration is due. With PPO, A2C or
     TRPO, the same holds per rollout.
 
@@ -38,7 +46,7 @@ class MetaEvalCallback(BaseCallback):
     every global RNG are as they were, so training with this callback ends with the same parameters as without.
 
     :param eval_env: the task distribution to evaluate on (a gymnasium env or a registered id); not stepped itself
-    :param eval_freq: evaluate every ``eval_freq`` meta-iterations
+    :param eval_freq: evaluate every ``eval_freq`` meta-iterations (rollouts), not env steps
     :param n_tasks: number of held-out tasks
     :param n_steps: adaptation steps (default: the model's ``n_inner_steps``, 1 for models without one)
     :param n_episodes: episodes per task and step (default: the model's ``fast_batch_size``, else 20)
@@ -109,6 +117,27 @@ class MetaEvalCallback(BaseCallback):
             if path is not None:
                 os.makedirs(path, exist_ok=True)
 
+    def _on_training_start(self) -> None:
+        self._warn_if_never_due(self.locals.get("total_timesteps"))
+
+    def _warn_if_never_due(self, total_timesteps: int | None) -> None:
+        """Warn when ``learn(total_timesteps)`` ends before the first evaluation (``eval_freq`` is in iterations)."""
+        rollout = _nominal_rollout_steps(self.model)
+        if total_timesteps is None or rollout is None:
+            return
+        steps, how = rollout
+        n_iterations = math.ceil(max(int(total_timesteps) - self.model.num_timesteps, 0) / steps)
+        first_due = 0 if self._due() else self.eval_freq - self._n_rollouts % self.eval_freq
+        if first_due > n_iterations:
+            warnings.warn(
+                f"MetaEvalCallback(eval_freq={self.eval_freq}) counts meta-iterations (rollouts), not env steps as "
+                f"SB3's EvalCallback: learn(total_timesteps={total_timesteps}) makes about {n_iterations} of them "
+                f"({steps} env steps each: {how}), so no evaluation will run. Pass eval_freq <= {max(n_iterations, 1)} "
+                f"(e.g. eval_freq={max(n_iterations // 10, 1)}), or train for more timesteps.",
+                UserWarning,
+                stacklevel=2,
+            )
+
     def _due(self) -> bool:
         return self._n_rollouts > self._last_evaluated and self._n_rollouts % self.eval_freq == 0
 
@@ -149,14 +178,14 @@ class MetaEvalCallback(BaseCallback):
             if self.verbose >= 1:
                 print(f"New best mean post-adaptation return: {self.best_mean_return:.2f}")
             if self.best_model_save_path is not None:
-                self.model.save(os.path.join(self.best_model_save_path, "best_model"))
+                # atomic whatever the model (an SB3 model's own save truncates the file first)
+                atomic_write(os.path.join(self.best_model_save_path, "best_model.zip"), self.model.save)
         self.logger.record("meta_eval/best_return", self.best_mean_return)
         self.logger.dump(self.num_timesteps)
 
     def _write_logs(self) -> None:
         assert self.log_path is not None
-        np.savez(
-            os.path.join(self.log_path, "evaluations.npz"),
+        arrays = dict(
             timesteps=np.asarray(self.evaluations_timesteps),
             iterations=np.asarray(self.evaluations_iterations),
             results=np.stack(self.evaluations_results),
@@ -165,14 +194,17 @@ class MetaEvalCallback(BaseCallback):
         n_cols = self.evaluations_results[0].shape[1]
         header = ["timesteps", "iteration"]
         header += [f"return_step_{k}" for k in range(n_cols)] + [f"stderr_step_{k}" for k in range(n_cols)]
-        with open(os.path.join(self.log_path, "evaluations.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for timesteps, iteration, returns in zip(
-                self.evaluations_timesteps, self.evaluations_iterations, self.evaluations_results
-            ):
-                result = AdaptationResult(returns, self.tasks)
-                writer.writerow([timesteps, iteration, *result.mean.tolist(), *result.stderr.tolist()])
+        table = io.StringIO(newline="")
+        writer = csv.writer(table)
+        writer.writerow(header)
+        for timesteps, iteration, returns in zip(
+            self.evaluations_timesteps, self.evaluations_iterations, self.evaluations_results
+        ):
+            result = AdaptationResult(returns, self.tasks)
+            writer.writerow([timesteps, iteration, *result.mean.tolist(), *result.stderr.tolist()])
+        # each file replaced whole: a reader (or a kill) never sees half of one
+        atomic_write(os.path.join(self.log_path, "evaluations.npz"), lambda f: np.savez(f, **arrays))
+        atomic_write(os.path.join(self.log_path, "evaluations.csv"), lambda f: f.write(table.getvalue().encode()))
 
 
 class StopTrainingOnIterations(BaseCallback):
@@ -208,3 +240,25 @@ class StopTrainingOnIterations(BaseCallback):
     def _on_training_start(self) -> None:
         self.n_iterations = 0
         self.timesteps_at_stop = None
+
+
+def _nominal_rollout_steps(model: object) -> tuple[int, str] | None:
+    """(env steps of one rollout, how they add up) for the models whose rollouts have a fixed nominal size: a
+    meta-iteration of a :class:`~sb3_meta.common.base_class.MetaAlgorithm` (at most: episodes may end before the
+    horizon), an SB3 on-policy rollout; None for others (e.g. off-policy rollouts counted in episodes)."""
+    if isinstance(model, MetaAlgorithm):
+        try:
+            horizon = model.inner_loop().horizon
+        except ValueError:  # no horizon known: the first iteration raises a clear error anyway
+            return None
+        passes = model.n_inner_steps + int(model._needs_post_adaptation_batch)
+        steps = model.meta_batch_size * model.fast_batch_size * horizon * passes
+        how = (
+            f"meta_batch_size {model.meta_batch_size} x fast_batch_size {model.fast_batch_size} x horizon {horizon} "
+            f"x {passes} sampling passes"
+        )
+        return steps, how
+    n_steps, n_envs = getattr(model, "n_steps", None), getattr(model, "n_envs", None)
+    if isinstance(n_steps, int) and isinstance(n_envs, int) and n_steps > 0 and n_envs > 0:
+        return n_steps * n_envs, f"n_steps {n_steps} x n_envs {n_envs}"
+    return None

@@ -45,7 +45,8 @@ def stack_params(params: Params, n_tasks: int) -> Params:
 
 
 def _masked_mean(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+    # th.where, not x * mask: a non-finite value past an episode's end must not reach the sum (NaN * 0 = NaN)
+    return th.where(mask > 0, x, th.zeros_like(x)).sum() / mask.sum().clamp_min(1.0)
 
 
 class MetaObjective:

@@ -3,11 +3,17 @@
 - torch's global RNG (action sampling; sb3-contrib's conjugate gradient starts from a random vector),
 - the task sampler's RNG (the task-distribution env given to the model),
 - each sub-env's RNGs (task RNG for the task mixture, initial-state RNG) and pending reset seeds.
+
+:func:`get_rng_state` returns the live states (torch's as a tensor); :func:`rng_state_to_json` turns them into
+plain JSON data (torch's bytes in base64) for checkpoints, so that loading one unpickles nothing of it, and
+:func:`rng_state_from_json` is its inverse.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import warnings
 from typing import Any
 
@@ -15,7 +21,12 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-__all__ = ["get_rng_state", "set_rng_state", "unwrap_task_vec_env"]
+__all__ = ["get_rng_state", "rng_state_from_json", "rng_state_to_json", "set_rng_state", "unwrap_task_vec_env"]
+
+#: key of the JSON object that stands for a torch tensor (its raw bytes in base64, dtype and shape)
+TENSOR_KEY = ":torch_tensor_base64:"
+#: key of the JSON object that stands for a numpy array (its values as nested lists, and dtype)
+NDARRAY_KEY = ":ndarray:"
 
 
 def unwrap_task_vec_env(venv: VecEnv) -> VecEnv:
@@ -64,6 +75,7 @@ def _set_vec_env_state(venv: VecEnv, state: dict[str, Any]) -> None:
 
 
 def get_rng_state(task_env: Any, venv: VecEnv | None) -> dict[str, Any]:
+    """Every RNG state that training draws on, live (torch's as a tensor): see :func:`rng_state_to_json`."""
     state: dict[str, Any] = {"torch": th.get_rng_state()}
     if th.cuda.is_available() and th.cuda.is_initialized():
         state["torch_cuda"] = th.cuda.get_rng_state_all()
@@ -75,6 +87,23 @@ def get_rng_state(task_env: Any, venv: VecEnv | None) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], task_env: Any, venv: VecEnv | None) -> None:
+    """Restore what :func:`get_rng_state` captured (live, or as :func:`rng_state_to_json` data).
+
+    Everything is checked (sizes, format) before the first RNG changes: a state that does not fit raises and
+    leaves every RNG as it was.
+    """
+    state = rng_state_from_json(state)
+    if not isinstance(state, dict) or not isinstance(state.get("torch"), th.Tensor):
+        raise ValueError(
+            "The RNG state has no torch state: expected a dict from get_rng_state (or rng_state_to_json), "
+            f"got {type(state).__name__} with keys {sorted(state) if isinstance(state, dict) else []}"
+        )
+    if venv is not None and "vec_env" in state:
+        n_saved, n_envs = len(state["vec_env"]["seeds"]), unwrap_task_vec_env(venv).num_envs
+        if n_saved != n_envs:
+            raise ValueError(
+                f"Saved RNG state is for {n_saved} sub-envs, the env has {n_envs}: pass an env with {n_saved} sub-envs"
+            )
     th.set_rng_state(state["torch"])
     if "torch_cuda" in state and th.cuda.is_available():
         th.cuda.set_rng_state_all(state["torch_cuda"])
@@ -84,3 +113,54 @@ def set_rng_state(state: dict[str, Any], task_env: Any, venv: VecEnv | None) -> 
         task_env._task_rng = rng
     if venv is not None and "vec_env" in state:
         _set_vec_env_state(venv, state["vec_env"])
+
+
+def rng_state_to_json(state: Any) -> Any:
+    """``state`` (from :func:`get_rng_state`) as plain JSON data: torch tensors as base64 of their bytes, numpy
+    arrays as lists, tuples as lists. Checkpoints store this, so that loading one unpickles nothing of it.
+
+    :raises TypeError: for a value JSON cannot hold (e.g. reset options holding objects), naming where it is
+    """
+    plain = _to_json(state, "rng_state")
+    json.dumps(plain)  # what _to_json let through is JSON: an error here is a bug of _to_json
+    return plain
+
+
+def rng_state_from_json(state: Any) -> Any:
+    """Inverse of :func:`rng_state_to_json`; live states (tensors, as in checkpoints of earlier versions) pass
+    through unchanged."""
+    if isinstance(state, dict):
+        if TENSOR_KEY in state:
+            raw = base64.b64decode(state[TENSOR_KEY].encode())
+            array = np.frombuffer(raw, dtype=np.dtype(state["dtype"])).reshape(state["shape"]).copy()
+            return th.from_numpy(array)
+        if NDARRAY_KEY in state:
+            return np.asarray(state[NDARRAY_KEY], dtype=np.dtype(state["dtype"]))
+        return {key: rng_state_from_json(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [rng_state_from_json(value) for value in state]
+    return state
+
+
+def _to_json(value: Any, where: str) -> Any:
+    if isinstance(value, th.Tensor):
+        array = value.detach().cpu().contiguous().numpy()
+        return {TENSOR_KEY: base64.b64encode(array.tobytes()).decode(), "dtype": array.dtype.str, "shape": list(array.shape)}
+    if isinstance(value, np.ndarray):
+        return {NDARRAY_KEY: value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        bad = [key for key in value if not isinstance(key, str)]
+        if bad:
+            raise TypeError(f"{where} has non-string keys {bad!r}, which JSON cannot hold: use string keys")
+        return {key: _to_json(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which a checkpoint cannot store as plain data: RNG states and reset "
+        "options must be numbers, strings, lists, dicts, numpy arrays or torch tensors (call env.set_options(None) "
+        "before saving if reset options hold other objects)"
+    )
