@@ -28,6 +28,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch as th
+
 try:
     import yaml
 except ImportError as e:  # pyyaml comes with the extras: pip install -e ".[extra]"
