@@ -66,8 +66,6 @@ class TaskBatch:
     mask: th.Tensor
     tasks: list[Any]
     advantages: th.Tensor | None = None
-    #: per-task parameters (leading task dimension) the episodes were sampled with, when known
-    sampling_params: dict[str, th.Tensor] | None = None
 
     def __post_init__(self) -> None:
         self.obs = zero_past_end(self.obs, self.mask)

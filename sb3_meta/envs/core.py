@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import gymnasium as gym
 import numpy as np
 
+from sb3_meta.common.utils import check_int
+
 __all__ = ["Task", "TaskEnv", "TaskT", "check_task"]
 
 # Every Task subclass by name, so that ``Task.from_json`` can rebuild a task of any distribution. Two classes of
@@ -212,9 +214,8 @@ class TaskEnv(gym.Env, Generic[TaskT]):
 
     def sample_tasks(self, n: int) -> list[TaskT]:
         """Draw ``n`` tasks from this distribution with the env's own seeded RNG."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"sample_tasks: n must be an integer >= 1, got {n!r}")
-        return [self._sample_task(self._task_rng) for _ in range(int(n))]
+        n = check_int("sample_tasks: n", n)
+        return [self._sample_task(self._task_rng) for _ in range(n)]
 
     def validate_task(self, task: Any) -> TaskT:
         """Raise ``ValueError`` unless ``task`` is a task of this distribution; hook for extra checks."""

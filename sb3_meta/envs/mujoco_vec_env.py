@@ -37,6 +37,7 @@ from gymnasium import utils
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
+from sb3_meta.common.utils import check_int
 from sb3_meta.envs.core import Task, TaskEnv, TaskT
 from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_actions
 
@@ -388,8 +389,7 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
             raise ValueError(f"backend must be 'auto', 'threads' or 'batch', got {backend!r}")
         if n_threads is None:
             n_threads = available_cores()
-        if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-            raise ValueError(f"n_threads must be an integer >= 1, got {n_threads!r}")
+        n_threads = check_int("n_threads", n_threads)
         super().__init__(env, n_envs)
         if backend == "auto":
             backend = "threads" if env.uses_contact_forces or mujoco_batch() is None else "batch"
