@@ -9,20 +9,18 @@ Subclasses implement :meth:`MetaAlgorithm._outer_step`.
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import io
 import json
 import os
 import pathlib
 import random
-import secrets
 import sys
 import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar, cast
 
 import gymnasium as gym
@@ -40,7 +38,7 @@ from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
 from sb3_meta.common.meta_gradient import MetaObjective
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 from sb3_meta.common.rng import get_rng_state, rng_state_to_json, set_rng_state, unwrap_task_vec_env
-from sb3_meta.common.utils import all_finite, check_int, check_positive_float, check_step_sizes, stopwatch
+from sb3_meta.common.utils import all_finite, atomic_write, check_int, check_positive_float, check_step_sizes, stopwatch
 from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env
 from sb3_meta.envs.core import Task
 from sb3_meta.envs.vec_env import (
@@ -598,8 +596,8 @@ class MetaAlgorithm(BaseAlgorithm):
             if env is not None:
                 n_envs = data["meta_batch_size"] * data["fast_batch_size"]
                 env, task_env = cls._make_task_env(env, n_envs, None)
-                saved_spaces = {key: data[key] for key in ("observation_space", "action_space") if key in data}
-                saved_spaces = json_to_data(json.dumps(saved_spaces), custom_objects=custom_objects)
+                encoded = {key: data[key] for key in ("observation_space", "action_space") if key in data}
+                saved_spaces = json_to_data(json.dumps(encoded), custom_objects=custom_objects)
                 if len(saved_spaces) == 2:
                     try:
                         check_for_correct_spaces(env, saved_spaces["observation_space"], saved_spaces["action_space"])
@@ -662,48 +660,6 @@ def _all_subclasses(cls: type) -> list[type]:
         out.append(sub)
         out.extend(_all_subclasses(sub))
     return out
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[io.BufferedWriter], Any]) -> None:
-    """Write the file ``path`` all or nothing: ``write(file)`` writes a temporary file in the same folder, which is
-    then flushed, fsynced and renamed over ``path`` (``os.replace``, atomic on POSIX and Windows).
-
-    Until the new content is complete and on disk, ``path`` holds its previous content (or does not exist),
-    whatever happens: an error, a kill, a power cut. On an error the temporary file is removed; a kill leaves
-    it behind, hidden (``.<stem>.<random>.tmp<suffix>`` next to ``path``). The folder is created if missing.
-
-    :param write: writes the content to the binary file object it is given (e.g. ``model.save``, ``np.savez``)
-    :raises IsADirectoryError: ``path`` is a folder
-    """
-    path = os.path.abspath(os.fspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a folder: give a file path, e.g. {os.path.join(path, 'model.zip')!r}")
-    folder, name = os.path.split(path)
-    stem, suffix = os.path.splitext(name)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{stem}.{secrets.token_hex(6)}.tmp{suffix}")
-    try:
-        with open(tmp, "xb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a folder, and needs no such step)."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checkpoint_path(path: str | os.PathLike[str]) -> str:

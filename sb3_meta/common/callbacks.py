@@ -8,14 +8,15 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_meta.common.base_class import MetaAlgorithm, atomic_write
+from sb3_meta.common.base_class import MetaAlgorithm
 from sb3_meta.common.evaluation import AdaptationResult, EvaluationSpec, prepare_evaluation, run_evaluation
-from sb3_meta.common.utils import check_int
+from sb3_meta.common.utils import atomic_write, check_int
 from sb3_meta.envs.builders import AdaptationVecEnvs, as_task_env
 from sb3_meta.envs.core import Task
 
@@ -38,9 +39,9 @@ class MetaEvalCallback(BaseCallback):
     meta-iterations. ``eval_freq=5000`` as for ``EvalCallback`` would evaluate every 5000 meta-iterations: when
     ``learn(total_timesteps)`` cannot reach the first evaluation (at the nominal ``meta_batch_size x
     fast_batch_size x horizon x passes`` env steps per iteration; ``n_steps x n_envs`` per rollout for PPO/A2C),
-    training starts with a warning that says so. The evaluation runs at the start of the iteration that follows every ``eval_freq``-th one
-    (that is, after its update), and once more when training ends if the last iteration is due. With PPO, A2C or
-    TRPO, the same holds per rollout.
+    training starts with a warning that says so. The evaluation runs at the start of the iteration that follows
+    every ``eval_freq``-th one (that is, after its update), and once more when training ends if the last
+    iteration is due. With PPO, A2C or TRPO, the same holds per rollout.
 
     Evaluating leaves training untouched: ``num_timesteps``, the training env, the model's parameters and
     every global RNG are as they were, so training with this callback ends with the same parameters as without.
@@ -185,7 +186,7 @@ class MetaEvalCallback(BaseCallback):
 
     def _write_logs(self) -> None:
         assert self.log_path is not None
-        arrays = dict(
+        arrays: dict[str, Any] = dict(
             timesteps=np.asarray(self.evaluations_timesteps),
             iterations=np.asarray(self.evaluations_iterations),
             results=np.stack(self.evaluations_results),
