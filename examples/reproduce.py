@@ -72,6 +72,7 @@ from train import ALGOS, NON_ALGO_KEYS, load_hyperparams, make_env
 from sb3_meta.common.baselines import BASELINE_POLICY_KWARGS, make_mixture_vec_env, make_random, train_oracle, train_pretrained
 from sb3_meta.common.callbacks import StopTrainingOnIterations
 from sb3_meta.common.evaluation import evaluate_adaptation, sample_eval_tasks
+from sb3_meta.common.utils import atomic_write
 from sb3_meta.envs import make_oracle_env
 
 REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -205,9 +206,7 @@ def run_paths(out: str, group: str, name: str) -> dict[str, str]:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
 def _already_done(paths: dict[str, str], cfg_dict: dict[str, Any], label: str) -> bool:
@@ -306,11 +305,9 @@ class RunCheckpoint(BaseCallback):
         return True
 
     def save(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path[: -len(".zip")] + ".tmp.zip"
-        self.model.save(tmp)
-        _write_json(self.path + ".json", {"train_s": self.train_s, "num_timesteps": int(self.model.num_timesteps)})
-        os.replace(tmp, self.path)
+        progress = {"train_s": self.train_s, "num_timesteps": int(self.model.num_timesteps)}
+        atomic_write(self.path, self.model.save)  # SB3 baselines too: their own save is not atomic
+        _write_json(self.path + ".json", progress)
         self._last_save = time.perf_counter()
 
 

@@ -35,7 +35,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from sb3_meta.envs.core import Task, TaskEnv, as_task_list
-from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_actions, checked_indices, get_task_env, is_batchable
+from sb3_meta.envs.vec_env import (
+    BatchedTaskVecEnv,
+    check_actions,
+    checked_indices,
+    get_task_env,
+    is_batchable,
+    task_env_method,
+)
 
 __all__ = ["RayTaskVecEnv", "ShardLostError", "connect_ray", "import_ray", "make_ray_task_vec_env", "shard_ranges"]
 
@@ -718,30 +725,17 @@ class RayTaskVecEnv(VecEnv):
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
         """The task methods of the sub-envs: ``reset_task``, ``get_task``, ``sample_tasks``, ``validate_task``."""
         idx = checked_indices(self, indices)
-        if method_name == "reset_task":
-            (task,) = method_args or (method_kwargs["task"],)
-            self.set_tasks([task] * len(idx), indices=idx)
-            return [None] * len(idx)
-        if method_name == "get_task":
-            return self.get_tasks(idx)
-        if method_name == "sample_tasks":
-            (n,) = method_args or (method_kwargs["n"],)
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-                raise ValueError(f"sample_tasks: n must be an integer >= 1, got {n!r}")
+
+        def sample_tasks(n: int) -> list[Any]:
             groups = self._by_shard(idx)
-            results = self._call([(k, "sample_tasks", (local, int(n))) for k, (_, local) in groups.items()], logged=True)
+            results = self._call([(k, "sample_tasks", (local, n)) for k, (_, local) in groups.items()], logged=True)
             out: list[Any] = [None] * len(idx)
             for (positions, _), shard_tasks in zip(groups.values(), results, strict=True):
                 for p, tasks in zip(positions, shard_tasks, strict=True):
                     out[p] = tasks
             return out
-        if method_name == "validate_task":
-            (task,) = method_args or (method_kwargs["task"],)
-            return [self.template_env.validate_task(task) for _ in idx]
-        raise NotImplementedError(
-            f"{type(self).__name__} steps its sub-envs as batches on Ray actors; env_method supports 'reset_task', "
-            f"'get_task', 'sample_tasks' and 'validate_task', not {method_name!r}"
-        )
+
+        return task_env_method(self, method_name, method_args, method_kwargs, idx, sample_tasks)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         """No sub-env is wrapped (there are no per-env objects)."""

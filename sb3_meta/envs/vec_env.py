@@ -10,7 +10,7 @@ SB3's ``DummyVecEnv`` / ``SubprocVecEnv`` with the same ``set_tasks`` / ``get_ta
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import gymnasium as gym
@@ -32,6 +32,7 @@ __all__ = [
     "is_batchable",
     "is_bookkeeping_wrapper",
     "is_task_vec_env",
+    "task_env_method",
 ]
 
 
@@ -340,22 +341,8 @@ class BatchedTaskVecEnv(VecEnv):
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
         """The task methods of the sub-envs: ``reset_task``, ``get_task``, ``sample_tasks``, ``validate_task``."""
         idx = checked_indices(self, indices)
-        if method_name == "reset_task":
-            (task,) = method_args or (method_kwargs["task"],)
-            self.set_tasks([task] * len(idx), indices=idx)
-            return [None] * len(idx)
-        if method_name == "get_task":
-            return self.get_tasks(idx)
-        if method_name == "sample_tasks":
-            (n,) = method_args or (method_kwargs["n"],)
-            return [self._sample_with(i, n) for i in idx]
-        if method_name == "validate_task":
-            (task,) = method_args or (method_kwargs["task"],)
-            return [self.template_env.validate_task(task) for _ in idx]
-        raise NotImplementedError(
-            f"{type(self).__name__} steps all sub-envs as one batch; env_method supports 'reset_task', 'get_task', "
-            f"'sample_tasks' and 'validate_task', not {method_name!r}. Use make_task_vec_env(..., vec_env_cls='dummy') "
-            "for per-env objects."
+        return task_env_method(
+            self, method_name, method_args, method_kwargs, idx, lambda n: [self._sample_with(i, n) for i in idx]
         )
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
@@ -365,6 +352,35 @@ class BatchedTaskVecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         """No rendering."""
         return [None] * self.num_envs
+
+
+def task_env_method(
+    venv: Any,
+    method_name: str,
+    method_args: tuple,
+    method_kwargs: dict[str, Any],
+    idx: list[int],
+    sample_tasks: Callable[[int], list[Any]],
+) -> list[Any]:
+    """``env_method`` of a VecEnv without per-env objects: the task methods ``reset_task``, ``get_task``,
+    ``sample_tasks`` (drawn by ``sample_tasks(n)`` for the sub-envs ``idx``) and ``validate_task``."""
+    if method_name == "reset_task":
+        (task,) = method_args or (method_kwargs["task"],)
+        venv.set_tasks([task] * len(idx), indices=idx)
+        return [None] * len(idx)
+    if method_name == "get_task":
+        return venv.get_tasks(idx)
+    if method_name == "sample_tasks":
+        (n,) = method_args or (method_kwargs["n"],)
+        return sample_tasks(check_int("sample_tasks: n", n))
+    if method_name == "validate_task":
+        (task,) = method_args or (method_kwargs["task"],)
+        return [venv.template_env.validate_task(task) for _ in idx]
+    raise NotImplementedError(
+        f"{type(venv).__name__} steps its sub-envs as batches; env_method supports 'reset_task', 'get_task', "
+        f"'sample_tasks' and 'validate_task', not {method_name!r}. Use make_task_vec_env(..., vec_env_cls='dummy') "
+        "for per-env objects."
+    )
 
 
 def is_task_vec_env(venv: Any) -> bool:
