@@ -4,6 +4,7 @@
     python examples/reproduce.py ant [--envs antvel antdir] [--budget small|paper]
     python examples/reproduce.py cheetah [--envs halfcheetahdir halfcheetahvel] [--budget small|paper]
     python examples/reproduce.py timing [--env antvel] [--iterations 10]
+    python examples/reproduce.py curves [--env antvel] [--budget paper] [--methods fomaml pretrained]  # equal updates
     python examples/reproduce.py ablation [--fast-batch-sizes 5 10 20 40] [--meta-batch-sizes 5 10 20 40]
     python examples/reproduce.py schedule [--env pointmass-origin] [--step-sizes 0.1 0.05 0.05]   # re-evaluate only
     python examples/reproduce.py report [--reference ../shared/reference/maml2017_fig5.csv]
@@ -30,6 +31,7 @@ experiment  small (default)                       paper
 pointmass   50 iterations, 20 tasks x 10 episodes  100 iterations, 20 tasks x 20 episodes (MAML, 2D nav.)
 ant         30 iterations, 20 tasks x 10 episodes  500 iterations, 40 tasks x 20 episodes (MAML, Sec. 5.3)
 timing      10 iterations, 20 tasks x 10 episodes  10 iterations, 40 tasks x 20 episodes
+curves      10 iterations, 20 tasks x 10 episodes  60 iterations, 40 tasks x 20 episodes; TRPO: 60 updates of 800 eps.
 ablation    50 iterations; fast_batch_size in 5 10 20 40 (20 tasks), meta_batch_size in 5 10 20 40 (20 episodes)
 ==========  ====================================  =========================================================
 
@@ -108,6 +110,12 @@ BUDGETS: dict[str, dict[str, dict[str, int]]] = {
         "small": dict(iterations=30, meta_batch_size=20, fast_batch_size=10, target_kl=0.01),
         "paper": dict(iterations=475, meta_batch_size=40, fast_batch_size=10, target_kl=0.01, baseline_n_envs=100),
     },
+    # Learning curves at equal outer updates and batch (the Ant diagnosis): FOMAML's iterations beside TRPO updates
+    # of the same 40 x 20 episodes of 200 steps (``baseline_budget="updates"``)
+    "curves": {
+        "small": dict(iterations=10, meta_batch_size=20, fast_batch_size=10, target_kl=0.01),
+        "paper": dict(iterations=60, meta_batch_size=40, fast_batch_size=20, target_kl=0.01),
+    },
 }
 #: Seconds between two checkpoints of a run in progress (at iteration/update boundaries).
 CHECKPOINT_EVERY_S = 180.0
@@ -161,6 +169,10 @@ class RunConfig:
     baseline_n_envs: int | None = None
     device: str = "cpu"
     target_kl: float | None = None
+    #: the pretrained/oracle baselines' budget: ``"env_steps"`` (the meta-learners' nominal env steps, pre- and
+    #: post-adaptation episodes both counted) or ``"updates"`` (one update per meta-iteration, of one episode per
+    #: sub-env: the learning-curve comparison at equal updates and batch)
+    baseline_budget: str = "env_steps"
 
 
 def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
@@ -263,7 +275,13 @@ def baseline_target_kl(env: Any, env_name: str, cfg: RunConfig) -> float:
 
 
 def baseline_budget(cfg: RunConfig, horizon: int) -> int:
-    """MAML's nominal env steps: iterations x meta_batch_size x fast_batch_size x horizon x 2 (pre/post episodes)."""
+    """The baselines' env steps: MAML's nominal env steps, iterations x meta_batch_size x fast_batch_size x horizon
+    x 2 (pre/post episodes); with ``cfg.baseline_budget == "updates"``, half of it: ``cfg.iterations`` updates of
+    ``n_envs x horizon`` steps (``n_envs = meta_batch_size x fast_batch_size``, one episode per sub-env)."""
+    if cfg.baseline_budget == "updates":
+        if cfg.baseline_n_envs not in (None, cfg.meta_batch_size * cfg.fast_batch_size):
+            raise SystemExit("baseline_budget='updates' compares equal batches: leave --baseline-n-envs unset")
+        return cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon
     return cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * 2
 
 
@@ -309,6 +327,30 @@ class RunCheckpoint(BaseCallback):
         atomic_write(self.path, self.model.save)  # SB3 baselines too: their own save is not atomic
         _write_json(self.path + ".json", progress)
         self._last_save = time.perf_counter()
+
+
+class BatchReturn(BaseCallback):
+    """Log the mean return of the episodes that ended in each rollout of an SB3 baseline (``rollout/batch_return``).
+
+    SB3's ``rollout/ep_rew_mean`` averages the last 100 episodes only; the meta-learners' ``pre_adapt_return``
+    averages every episode of the pass, and the learning curves compare like with like.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._returns: list[float] = []
+
+    def _on_rollout_start(self) -> None:
+        self._returns = []
+
+    def _on_step(self) -> bool:
+        self._returns += [float(info["episode"]["r"]) for info in self.locals.get("infos", ()) if "episode" in info]
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._returns:
+            self.logger.record("rollout/batch_return", float(np.mean(self._returns)))
+            self.logger.record("rollout/batch_episodes", len(self._returns))
 
 
 def checkpoint_paths(out: str, group: str, name: str, segment: int) -> tuple[str, str]:
@@ -371,7 +413,7 @@ def train_baseline_resumable(
         _, log_path = checkpoint_paths(out, group, name, 0)
         saver = RunCheckpoint(ckpt, log_path, CHECKPOINT_EVERY_S)
         train = train_oracle if method == "oracle" else train_pretrained
-        return train(env, total_timesteps, callback=saver, **kwargs), saver.train_s
+        return train(env, total_timesteps, callback=CallbackList([saver, BatchReturn()]), **kwargs), saver.train_s
     model = {"trpo": TRPO, "ppo": PPO}[cfg.baseline_algo].load(ckpt, device=cfg.device)
     env_seed = kwargs["seed"] + 7919 * (model.num_timesteps + 1)  # fresh episodes, not those of the first segment
     venv = make_mixture_vec_env(env, kwargs["n_envs"], seed=env_seed, oracle=method == "oracle")
@@ -380,7 +422,7 @@ def train_baseline_resumable(
     _, log_path = checkpoint_paths(out, group, name, model.num_timesteps)
     saver = RunCheckpoint(ckpt, log_path, CHECKPOINT_EVERY_S, train_s_before)
     if model.num_timesteps < total_timesteps:
-        model.learn(total_timesteps - model.num_timesteps, callback=saver, reset_num_timesteps=False)
+        model.learn(total_timesteps - model.num_timesteps, callback=CallbackList([saver, BatchReturn()]), reset_num_timesteps=False)
     return model, saver.train_s
 
 
@@ -585,6 +627,118 @@ def experiment_schedule(args: argparse.Namespace) -> None:
             means = " ".join(f"{m:.2f}" for m in result.mean)
             print(f"[{name}/{method}_seed{seed}] mean return after 0..{result.n_steps} steps: {means}")
     print(f"schedule done in {time.perf_counter() - start:.1f} s")
+
+
+def experiment_curves(args: argparse.Namespace) -> None:
+    """Learning curves at equal updates and batch: FOMAML (or another method) per meta-iteration beside TRPO per update.
+
+    Each TRPO update takes one episode on each of ``meta_batch_size x fast_batch_size`` sub-envs of the task
+    mixture (the meta-learners' pre-adaptation batch), with the meta-learners' trust region
+    (:func:`baseline_target_kl`), for ``iterations`` updates. Runs under ``<out>/curves/`` (resumable as the
+    others); then ``<out>/curves/<env>.md`` and ``<env>-curves.png`` from the per-iteration logs so far.
+    """
+    out = os.path.join(args.out, "curves")
+    cfg = dataclasses.replace(make_config(args, "curves"), baseline_budget="updates")
+    methods = check_methods(args.methods)
+    print(f"curves ({args.env}): {cfg}")
+    start = time.perf_counter()
+    if not args.plot_only:
+        for seed in args.seeds:
+            for method in methods:
+                run_one(out, "curves", args.env, args.env, method, seed, cfg)
+    print(f"curves done in {time.perf_counter() - start:.1f} s")
+    report_curves(out, args.env)
+
+
+def read_progress(out: str, group: str, name: str) -> list[dict[str, str]]:
+    """The per-iteration log rows of one run, its resumed segments joined (a re-run iteration: the later row)."""
+    folder = os.path.join(out, "progress", group)
+    if not os.path.isdir(folder):
+        return []
+    segments = [f for f in os.listdir(folder) if f.startswith(f"{name}.from") and f.endswith(".csv")]
+    rows: dict[int, dict[str, str]] = {}
+    for segment in sorted(segments, key=lambda f: int(f[len(name) + 5 : -4])):
+        for row in read_csv(os.path.join(folder, segment)):
+            if row.get("time/total_timesteps"):
+                rows[int(float(row["time/total_timesteps"]))] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def curve_series(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    """Per-iteration series of a meta-learner's or a TRPO baseline's log: return(s), log-std, KL, accepted."""
+
+    def column(key: str) -> np.ndarray:
+        return np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+
+    if rows and "rollout/pre_adapt_return" in rows[0]:
+        return {
+            "iteration": column("time/iterations"),
+            "return": column("rollout/pre_adapt_return"),
+            "post_return": column("rollout/post_adapt_return"),
+            "log_std": column("train/log_std"),
+            "kl": column("train/kl"),
+            "accepted": column("train/step_accepted"),
+        }
+    # SB3 dumps a rollout's values before train() runs, so train/* of update k appear in row k + 1
+    shifted = {key: np.append(column(key)[1:], np.nan) for key in ("train/std", "train/kl_divergence_loss")}
+    return {
+        "iteration": np.arange(1, len(rows) + 1, dtype=np.float64),
+        "return": column("rollout/batch_return"),
+        "log_std": np.log(shifted["train/std"]),
+        "kl": shifted["train/kl_divergence_loss"],
+    }
+
+
+def report_curves(out: str, env_name: str) -> None:
+    """``<out>/<env>.md`` (milestones every 10 iterations) and ``<out>/<env>-curves.png`` from the progress logs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = os.path.join(out, "progress", env_name)
+    names = sorted({f.split(".from")[0] for f in os.listdir(folder)}) if os.path.isdir(folder) else []
+    series = {name: curve_series(read_progress(out, env_name, name)) for name in names}
+    series = {name: s for name, s in series.items() if len(s["iteration"])}
+    if not series:
+        print(f"curves: no progress logs under {folder} yet")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, s in series.items():
+        method = name.split("_seed")[0]
+        color = COLORS.get(method)
+        axes[0].plot(s["iteration"], s["return"], color=color, label=f"{name}: {'pre-adaptation' if 'post_return' in s else 'TRPO'}")
+        if "post_return" in s:
+            axes[0].plot(s["iteration"], s["post_return"], color=color, ls="--", label=f"{name}: after 1 step")
+        axes[1].plot(s["iteration"], s["log_std"], color=color, label=name)
+    axes[0].set(xlabel="outer update (meta-iteration / TRPO update)", ylabel="mean return of the batch", title=env_title(env_name))
+    axes[1].set(xlabel="outer update", ylabel="mean log-std of the policy", title="exploration noise")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = os.path.join(out, f"{env_name}-curves.png")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    lines = []
+    for name, s in series.items():
+        for k in sorted({*range(10, int(np.nanmax(s["iteration"])) + 1, 10), int(np.nanmax(s["iteration"]))}):
+            i = int(np.searchsorted(s["iteration"], k))
+            if i < len(s["iteration"]):
+                window = slice(max(0, i - 4), i + 1)  # mean of the last 5 updates: one batch is noisy
+                post = f"{np.nanmean(s['post_return'][window]):.1f}" if "post_return" in s else ""
+                lines.append([name, k, f"{np.nanmean(s['return'][window]):.1f}", post, f"{s['log_std'][i]:.3f}", f"{s['kl'][i]:.4f}"])
+    md = [
+        f"# Learning curves at equal updates and batch: {env_title(env_name)}",
+        "",
+        "Made by `examples/reproduce.py curves` from the per-iteration logs under "
+        f"`{folder}`. Returns: mean over the update's batch, averaged over the last 5 updates up to that one.",
+        "",
+        *markdown_table(["run", "update", "return (pre-adaptation / TRPO)", "after 1 step", "log-std", "KL"], lines),
+    ]
+    with open(os.path.join(out, f"{env_name}.md"), "w") as f:
+        f.write("\n".join(md))
+    print(f"curves: wrote {png} and {os.path.join(out, env_name + '.md')}")
 
 
 def experiment_timing(args: argparse.Namespace) -> None:
@@ -1027,6 +1181,9 @@ def build_parser() -> argparse.ArgumentParser:
     cheetah.add_argument("--envs", nargs="+", choices=("halfcheetahdir", "halfcheetahvel"), default=["halfcheetahdir"])
     timing = sub.add_parser("timing", parents=[common], help="Fig. 3: meta-step time FOMAML vs MAML")
     timing.add_argument("--env", default="antvel", help="env of the timing runs (antvel, antdir, pointmass-origin, ...)")
+    curves = sub.add_parser("curves", parents=[common], help="learning curves at equal updates: FOMAML vs TRPO")
+    curves.add_argument("--env", default="antvel", choices=("antvel", "antdir", "halfcheetahdir", "halfcheetahvel"))
+    curves.add_argument("--plot-only", action="store_true", help="only the table and plot of the logs so far")
     ablation = sub.add_parser("ablation", parents=[common], help="Figs. 1-2: FOMAML vs batch sizes on PointMass")
     ablation.add_argument("--fast-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
     ablation.add_argument("--meta-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
@@ -1059,6 +1216,7 @@ def main(argv: list[str] | None = None) -> None:
             "ant": experiment_ant,
             "cheetah": experiment_cheetah,
             "timing": experiment_timing,
+            "curves": experiment_curves,
             "ablation": experiment_ablation,
             "schedule": experiment_schedule,
             "report": report,
