@@ -422,7 +422,9 @@ def train_baseline_resumable(
     _, log_path = checkpoint_paths(out, group, name, model.num_timesteps)
     saver = RunCheckpoint(ckpt, log_path, CHECKPOINT_EVERY_S, train_s_before)
     if model.num_timesteps < total_timesteps:
-        model.learn(total_timesteps - model.num_timesteps, callback=CallbackList([saver, BatchReturn()]), reset_num_timesteps=False)
+        model.learn(
+            total_timesteps - model.num_timesteps, callback=CallbackList([saver, BatchReturn()]), reset_num_timesteps=False
+        )
     return model, saver.train_s
 
 
@@ -707,11 +709,15 @@ def report_curves(out: str, env_name: str) -> None:
     for name, s in series.items():
         method = name.split("_seed")[0]
         color = COLORS.get(method)
-        axes[0].plot(s["iteration"], s["return"], color=color, label=f"{name}: {'pre-adaptation' if 'post_return' in s else 'TRPO'}")
+        axes[0].plot(
+            s["iteration"], s["return"], color=color, label=f"{name}: {'pre-adaptation' if 'post_return' in s else 'TRPO'}"
+        )
         if "post_return" in s:
             axes[0].plot(s["iteration"], s["post_return"], color=color, ls="--", label=f"{name}: after 1 step")
         axes[1].plot(s["iteration"], s["log_std"], color=color, label=name)
-    axes[0].set(xlabel="outer update (meta-iteration / TRPO update)", ylabel="mean return of the batch", title=env_title(env_name))
+    axes[0].set(
+        xlabel="outer update (meta-iteration / TRPO update)", ylabel="mean return of the batch", title=env_title(env_name)
+    )
     axes[1].set(xlabel="outer update", ylabel="mean log-std of the policy", title="exploration noise")
     for ax in axes:
         ax.legend(fontsize=7)
@@ -727,7 +733,9 @@ def report_curves(out: str, env_name: str) -> None:
             if i < len(s["iteration"]):
                 window = slice(max(0, i - 4), i + 1)  # mean of the last 5 updates: one batch is noisy
                 post = f"{np.nanmean(s['post_return'][window]):.1f}" if "post_return" in s else ""
-                lines.append([name, k, f"{np.nanmean(s['return'][window]):.1f}", post, f"{s['log_std'][i]:.3f}", f"{s['kl'][i]:.4f}"])
+                lines.append(
+                    [name, k, f"{np.nanmean(s['return'][window]):.1f}", post, f"{s['log_std'][i]:.3f}", f"{s['kl'][i]:.4f}"]
+                )
     md = [
         f"# Learning curves at equal updates and batch: {env_title(env_name)}",
         "",
