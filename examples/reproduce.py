@@ -173,6 +173,8 @@ class RunConfig:
     #: post-adaptation episodes both counted) or ``"updates"`` (one update per meta-iteration, of one episode per
     #: sub-env: the learning-curve comparison at equal updates and batch)
     baseline_budget: str = "env_steps"
+    #: MuJoCo substeps per env step (``None``: the env's default); Ant's 2 gives the original rllab Ant's 0.02 s step
+    frame_skip: int | None = None
 
 
 def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
@@ -189,6 +191,7 @@ def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
         baseline_algo=args.baseline_algo,
         baseline_adapt_lr=args.baseline_adapt_lr,
         max_episode_steps=args.max_episode_steps,
+        frame_skip=getattr(args, "frame_skip", None),
         hidden_size=args.hidden_size,
         device=args.device,
     )
@@ -200,6 +203,8 @@ def env_kwargs(env_name: str, cfg: RunConfig) -> dict[str, Any]:
         kwargs["start"] = env_name.split("-", 1)[1]
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
+    if cfg.frame_skip is not None:
+        kwargs["frame_skip"] = cfg.frame_skip
     return kwargs
 
 
@@ -641,15 +646,16 @@ def experiment_curves(args: argparse.Namespace) -> None:
     """
     out = os.path.join(args.out, "curves")
     cfg = dataclasses.replace(make_config(args, "curves"), baseline_budget="updates")
+    group = args.env if cfg.frame_skip is None else f"{args.env}-fs{cfg.frame_skip}"
     methods = check_methods(args.methods)
-    print(f"curves ({args.env}): {cfg}")
+    print(f"curves ({group}): {cfg}")
     start = time.perf_counter()
     if not args.plot_only:
         for seed in args.seeds:
             for method in methods:
-                run_one(out, "curves", args.env, args.env, method, seed, cfg)
+                run_one(out, "curves", group, args.env, method, seed, cfg)
     print(f"curves done in {time.perf_counter() - start:.1f} s")
-    report_curves(out, args.env)
+    report_curves(out, group)
 
 
 def read_progress(out: str, group: str, name: str) -> list[dict[str, str]]:
@@ -1060,7 +1066,9 @@ def wall_clock_rows(out: str) -> list[list[Any]]:
 
 
 def env_title(env: str) -> str:
-    title = ENV_TITLES.get(base_env(env), base_env(env))
+    title = ENV_TITLES.get(base_env(env).split("-fs")[0], base_env(env))
+    if "-fs" in env:
+        title += f", frame_skip {env.split('-fs')[1].split('@')[0]}"
     if "@" in env:
         title += ", step sizes " + env.split("@")[1].replace("-", ", ")
     return title
@@ -1192,6 +1200,12 @@ def build_parser() -> argparse.ArgumentParser:
     curves = sub.add_parser("curves", parents=[common], help="learning curves at equal updates: FOMAML vs TRPO")
     curves.add_argument("--env", default="antvel", choices=("antvel", "antdir", "halfcheetahdir", "halfcheetahvel"))
     curves.add_argument("--plot-only", action="store_true", help="only the table and plot of the logs so far")
+    curves.add_argument(
+        "--frame-skip",
+        type=int,
+        default=None,
+        help="MuJoCo substeps per env step (Ant-v5: 5; 2 gives rllab Ant's 0.02 s step)",
+    )
     ablation = sub.add_parser("ablation", parents=[common], help="Figs. 1-2: FOMAML vs batch sizes on PointMass")
     ablation.add_argument("--fast-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
     ablation.add_argument("--meta-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
