@@ -194,6 +194,31 @@ def test_unsupported_action_space():
         MAML("MlpPolicy", MultiDiscreteTasks(), **small_kwargs())
 
 
+class DictObservation(gym.ObservationWrapper):
+    """A task distribution whose observation is a Dict (as goal-conditioned envs have)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict({"position": env.observation_space})
+
+    def observation(self, observation: np.ndarray) -> dict:
+        return {"position": observation}
+
+
+@pytest.mark.parametrize("policy", ["MlpPolicy", "MultiInputPolicy"])
+def test_dict_observations_get_an_error_that_says_what_is_supported(policy):
+    # SB3 would say "use MultiInputPolicy", and that policy would then be unknown
+    with pytest.raises(ValueError, match=r"supports Box observation spaces.*no MultiInputPolicy.*Dict.*FlattenObservation"):
+        FOMAML(policy, DictObservation(point_mass()), **small_kwargs())
+
+
+def test_dict_observations_train_once_flattened_as_the_error_says():
+    model = FOMAML("MlpPolicy", gym.wrappers.FlattenObservation(DictObservation(point_mass())), **small_kwargs())
+    before = model.meta_parameters()
+    model.learn(1)
+    assert model.num_timesteps > 0 and not params_equal(before, model.meta_parameters())
+
+
 class NaNRewardTasks(PointMassTasks):
     """A point mass whose rewards are NaN while ``nan`` is set (stepped one env at a time, through DummyVecEnv)."""
 

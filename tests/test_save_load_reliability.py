@@ -291,7 +291,7 @@ def test_load_unpickles_each_entry_once(tmp_path, monkeypatch, with_env):
 def test_rng_state_is_stored_as_plain_json(tmp_path):
     model = FOMAML("MlpPolicy", point_mass(), **small_kwargs())
     model.learn(1)
-    torch_state = th.get_rng_state()
+    torch_state = model._torch_stream.state()[0]  # the model's own stream, not torch's global generator
     model.save(tmp_path / "m.zip")
     with zipfile.ZipFile(tmp_path / "m.zip") as archive:
         data = json.loads(archive.read("data"))

@@ -37,7 +37,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
 from sb3_meta.common.meta_gradient import MetaObjective
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
-from sb3_meta.common.rng import get_rng_state, rng_state_to_json, set_rng_state, unwrap_task_vec_env
+from sb3_meta.common.rng import TorchStream, get_rng_state, rng_state_to_json, set_rng_state, unwrap_task_vec_env
 from sb3_meta.common.utils import all_finite, atomic_write, check_int, check_positive_float, check_step_sizes, stopwatch
 from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env
 from sb3_meta.envs.core import Task
@@ -130,6 +130,18 @@ class MetaAlgorithm(BaseAlgorithm):
             venv, self.task_env = self._make_task_env(env, n_envs, seed, verbose)
             if not isinstance(venv.action_space, (spaces.Box, spaces.Discrete)):
                 raise ValueError(f"{type(self).__name__} supports Box and Discrete action spaces, got {venv.action_space}")
+            if not isinstance(venv.observation_space, spaces.Box):
+                # SB3's own check would say "use MultiInputPolicy", which the meta-policies do not offer
+                hint = (
+                    "; flatten it with gymnasium.wrappers.FlattenObservation(env) (the task methods stay reachable "
+                    "through the wrapper)"
+                    if isinstance(venv.observation_space, (spaces.Dict, spaces.Tuple))
+                    else ""
+                )
+                raise ValueError(
+                    f"{type(self).__name__} supports Box observation spaces (its policies are MLPs on a flat vector; "
+                    f"there is no MultiInputPolicy), got {venv.observation_space}{hint}"
+                )
         super().__init__(
             policy=policy,
             env=venv,
@@ -149,6 +161,8 @@ class MetaAlgorithm(BaseAlgorithm):
         #: seconds per part of the last iterations (sampling, inner, meta-step, whole), for benchmarks and plots
         self.iteration_times: collections.deque[dict[str, float]] = collections.deque(maxlen=ITERATION_TIMES_KEPT)
         self._rng_state: dict[str, Any] | None = None
+        #: the model's own torch random stream (made by _setup_model): learn and predict draw from it alone
+        self._torch_stream: TorchStream | None = None
         self._adapt_venvs = AdaptationVecEnvs(max_entries=4)
         if _init_setup_model:
             self._setup_model()
@@ -246,11 +260,22 @@ class MetaAlgorithm(BaseAlgorithm):
         if not isinstance(self.policy, MetaActorCriticPolicy):
             raise ValueError(f"policy must be a MetaActorCriticPolicy, got {type(self.policy).__name__}")
         self.policy = self.policy.to(self.device)
+        # torch's state after seeding and weight initialisation becomes the model's own stream (not SB3: there,
+        # models share torch's global generator, and building or training one changes what the next one draws)
+        self._torch_stream = TorchStream(self.device)
 
     def set_random_seed(self, seed: int | None = None) -> None:
+        """SB3's ``set_random_seed`` (Python, numpy, torch, action space), which also reseeds the model's task
+        sampler and its own torch stream."""
         super().set_random_seed(seed)
-        if seed is not None and self.task_env is not None and hasattr(self.task_env, "_make_task_rng"):
+        if seed is None:
+            return
+        if self.task_env is not None and hasattr(self.task_env, "_make_task_rng"):
             self.task_env._task_rng = self.task_env._make_task_rng(seed)
+        if self._torch_stream is not None:
+            self._torch_stream.set_state(
+                th.get_rng_state(), th.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            )
 
     def make_objective(self) -> MetaObjective:
         """The per-task losses of this algorithm (first order here; :class:`~sb3_meta.MAML` overrides it)."""
@@ -369,26 +394,33 @@ class MetaAlgorithm(BaseAlgorithm):
         assert self.env is not None
         n_envs = self.env.num_envs
 
+        stream = self._torch_stream
+        assert stream is not None
+
         def on_step(new_obs: np.ndarray, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> bool:
             self.num_timesteps += n_envs
-            callback.update_locals(locals())
-            return callback.on_step()
+            with stream.paused():  # a callback draws from torch's global generator, not from the model's stream
+                callback.update_locals(locals())
+                return callback.on_step()
 
         tasks = self._sample_tasks(self.meta_batch_size)
-        return self.inner_loop().run(
-            self.meta_parameters(),
-            self.env,
-            tasks,
-            self.n_inner_steps,
-            self.fast_batch_size,
-            sample_last=self._needs_post_adaptation_batch,
-            on_step=on_step,
-        )
+        with stream.active():  # the actions are drawn from the model's own stream
+            return self.inner_loop().run(
+                self.meta_parameters(),
+                self.env,
+                tasks,
+                self.n_inner_steps,
+                self.fast_batch_size,
+                sample_last=self._needs_post_adaptation_batch,
+                on_step=on_step,
+            )
 
     def _checked_outer_step(self, inner: InnerLoopResult) -> dict[str, float]:
         """:meth:`_outer_step`, with a non-finite update rejected (parameters kept) and an error after too many."""
         # non-finite adapted parameters (e.g. NaN rewards) stopped sampling early: the update is rejected
-        stats = self._outer_step(inner) if all_finite(inner.adapted) else None
+        assert self._torch_stream is not None
+        with self._torch_stream.active():  # sb3-contrib's conjugate gradient starts from a random vector
+            stats = self._outer_step(inner) if all_finite(inner.adapted) else None
         if stats is not None:
             self._n_nonfinite = 0
             return stats
@@ -448,6 +480,27 @@ class MetaAlgorithm(BaseAlgorithm):
         self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
         self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
         self.logger.dump(step=self.num_timesteps)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; a sampled action draws from the model's own torch stream (torch's global generator is
+        left as it was), so that two models with the same seed predict the same actions however they are used.
+
+        :param observation: the input observation
+        :param state: unused (no recurrent policies); passed on as SB3 does
+        :param episode_start: unused, as ``state``
+        :param deterministic: return the distribution's mode instead of a sample
+        :return: the action and the next state (None)
+        """
+        if self._torch_stream is None:
+            return super().predict(observation, state, episode_start, deterministic)
+        with self._torch_stream.active():
+            return super().predict(observation, state, episode_start, deterministic)
 
     # --- adaptation ------------------------------------------------------------------------------
     def adapt_tasks(
@@ -522,9 +575,10 @@ class MetaAlgorithm(BaseAlgorithm):
         buffer = io.BytesIO()
         self.save(buffer)
         buffer.seek(0)
-        # load() reseeds numpy's and Python's global RNGs with the model's seed (SB3's _setup_model); keep them
+        # load() reseeds the global RNGs with the model's seed (SB3's _setup_model); keep them as they were
         np_state, py_state = np.random.get_state(), random.getstate()
-        new_model = type(self).load(buffer, device=self.device)
+        with th.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            new_model = type(self).load(buffer, device=self.device)
         np.random.set_state(np_state)
         random.setstate(py_state)
         new_model._load_meta_parameters({k: v[0] for k, v in adapted.items()})
@@ -535,7 +589,8 @@ class MetaAlgorithm(BaseAlgorithm):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "task_env", "_adapt_venvs", "adaptation_returns", "iteration_times"]
+        excluded = ["task_env", "_adapt_venvs", "adaptation_returns", "iteration_times", "_torch_stream"]
+        return [*super()._excluded_save_params(), *excluded]
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Any = None, include: Any = None) -> None:
         """SB3 ``save`` plus every RNG state training draws on, so that training resumes bit for bit.
@@ -548,7 +603,7 @@ class MetaAlgorithm(BaseAlgorithm):
         The RNG states and the class name are stored as plain JSON in the checkpoint's ``data`` entry, so that
         :meth:`load` reads them (and refuses another library's checkpoint) without unpickling anything.
         """
-        self._rng_state = rng_state_to_json(get_rng_state(self.task_env, self.env))
+        self._rng_state = rng_state_to_json(get_rng_state(self.task_env, self.env, self._torch_stream))
         self._checkpoint_class = type(self).__name__
         if isinstance(path, (str, os.PathLike)):
             save = super().save  # zero-argument super() does not work in the lambda below
@@ -569,7 +624,7 @@ class MetaAlgorithm(BaseAlgorithm):
     ) -> SelfMetaAlgorithm:
         """Load a checkpoint. ``env`` may be a task distribution, a registered id or a task VecEnv.
 
-        The RNG states saved with the checkpoint are restored into ``env`` (and torch), so that
+        The RNG states saved with the checkpoint are restored into ``env`` (and the model's torch stream), so that
         ``learn(..., reset_num_timesteps=False)`` continues as if training had never stopped.
 
         The file is opened once. Its metadata (the class that saved it, the sizes) is read as JSON first, without
@@ -619,7 +674,7 @@ class MetaAlgorithm(BaseAlgorithm):
         model.task_env = task_env
         model._adapt_venvs = AdaptationVecEnvs(max_entries=4)
         if model._rng_state is not None:
-            set_rng_state(model._rng_state, task_env, model.env)
+            set_rng_state(model._rng_state, task_env, model.env, model._torch_stream)
         return model
 
     def set_parameters(

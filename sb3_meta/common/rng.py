@@ -1,6 +1,7 @@
 """Capture and restore every random state that meta-training draws on (for bit-identical resumption).
 
-- torch's global RNG (action sampling; sb3-contrib's conjugate gradient starts from a random vector),
+- the model's own torch stream (:class:`TorchStream`: action sampling; sb3-contrib's conjugate gradient starts
+  from a random vector), swapped into torch's global generator only while the model draws,
 - the task sampler's RNG (the task-distribution env given to the model),
 - each sub-env's RNGs (task RNG for the task mixture, initial-state RNG) and pending reset seeds.
 
@@ -12,21 +13,97 @@ plain JSON data (torch's bytes in base64) for checkpoints, so that loading one u
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-__all__ = ["get_rng_state", "rng_state_from_json", "rng_state_to_json", "set_rng_state", "unwrap_task_vec_env"]
+__all__ = ["TorchStream", "get_rng_state", "rng_state_from_json", "rng_state_to_json", "set_rng_state", "unwrap_task_vec_env"]
 
 #: key of the JSON object that stands for a torch tensor (its raw bytes in base64, dtype and shape)
 TENSOR_KEY = ":torch_tensor_base64:"
 #: key of the JSON object that stands for a numpy array (its values as nested lists, and dtype)
 NDARRAY_KEY = ":ndarray:"
+
+
+class TorchStream:
+    """A model's own torch random stream: torch's generator state (CPU, and the model's CUDA device), swapped into
+    torch's global generator only while the model draws from it (:meth:`active`).
+
+    Torch draws from one global generator per device. SB3 models share it, so that two models with the same seed
+    give different results when one trains between the other's construction and training (or when they are
+    interleaved, e.g. an evaluation model inside a callback). Swapping a per-model state in around the model's
+    own draws (sampling, the outer step, ``predict``) and out around everything else (callbacks: :meth:`paused`)
+    gives every model its own stream: same seed, same result, however models and callbacks are interleaved in one
+    process, and torch's global generator advances only by what the rest of the process draws.
+
+    :param device: the model's device (a CUDA device's generator is kept too)
+    """
+
+    def __init__(self, device: th.device | str = "cpu") -> None:
+        self.device = th.device(device)
+        self._outer: tuple[th.Tensor, th.Tensor | None] | None = None  # the global state while active
+        self.cpu, self.cuda = self._global_state()
+
+    def _global_state(self) -> tuple[th.Tensor, th.Tensor | None]:
+        return th.get_rng_state(), (th.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+
+    def _set_global_state(self, state: tuple[th.Tensor, th.Tensor | None]) -> None:
+        th.set_rng_state(state[0])
+        if state[1] is not None and self.device.type == "cuda":
+            th.cuda.set_rng_state(state[1], self.device)
+
+    def state(self) -> tuple[th.Tensor, th.Tensor | None]:
+        """(CPU state, CUDA state or None) of the stream now, also while it is active."""
+        if self._outer is not None:  # active: the global generator holds the live state
+            return self._global_state()
+        return self.cpu.clone(), (None if self.cuda is None else self.cuda.clone())
+
+    def set_state(self, cpu: th.Tensor, cuda: th.Tensor | None = None) -> None:
+        """Make ``cpu`` (and ``cuda``, for a CUDA model) the stream's state (as from a checkpoint or a reseed)."""
+        self.cpu = cpu.clone()
+        if cuda is not None and self.device.type == "cuda":
+            self.cuda = cuda.clone()
+        if self._outer is not None:
+            self._set_global_state((self.cpu, self.cuda))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Within the block, torch draws from this stream; the global state is put back after it (nested: no-op)."""
+        if self._outer is not None:
+            yield
+            return
+        self._outer = self._global_state()
+        self._set_global_state((self.cpu, self.cuda))
+        try:
+            yield
+        finally:
+            self.cpu, self.cuda = self._global_state()
+            outer, self._outer = self._outer, None
+            self._set_global_state(outer)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Within an :meth:`active` block, give torch's global generator back for a while (e.g. to a callback,
+        whose draws must not consume the model's stream, nor the model's draws the callback's); outside one, a
+        no-op."""
+        if self._outer is None:
+            yield
+            return
+        self.cpu, self.cuda = self._global_state()
+        outer, self._outer = self._outer, None
+        self._set_global_state(outer)
+        try:
+            yield
+        finally:
+            self._outer = self._global_state()
+            self._set_global_state((self.cpu, self.cuda))
 
 
 def unwrap_task_vec_env(venv: VecEnv) -> VecEnv:
@@ -74,11 +151,21 @@ def _set_vec_env_state(venv: VecEnv, state: dict[str, Any]) -> None:
         inner.set_attr("_task_rng", task_rng, indices=[i])
 
 
-def get_rng_state(task_env: Any, venv: VecEnv | None) -> dict[str, Any]:
-    """Every RNG state that training draws on, live (torch's as a tensor): see :func:`rng_state_to_json`."""
-    state: dict[str, Any] = {"torch": th.get_rng_state()}
-    if th.cuda.is_available() and th.cuda.is_initialized():
-        state["torch_cuda"] = th.cuda.get_rng_state_all()
+def get_rng_state(task_env: Any, venv: VecEnv | None, torch_stream: TorchStream | None = None) -> dict[str, Any]:
+    """Every RNG state that training draws on, live (torch's as a tensor): see :func:`rng_state_to_json`.
+
+    :param torch_stream: the model's own torch stream (None: torch's global generator, as checkpoints of earlier
+        versions stored it)
+    """
+    if torch_stream is not None:
+        cpu, cuda = torch_stream.state()
+        state: dict[str, Any] = {"torch": cpu}
+        if cuda is not None:
+            state["torch_cuda_device"] = cuda
+    else:
+        state = {"torch": th.get_rng_state()}
+        if th.cuda.is_available() and th.cuda.is_initialized():
+            state["torch_cuda"] = th.cuda.get_rng_state_all()
     if task_env is not None and hasattr(task_env, "task_rng"):
         state["task_sampler"] = task_env.task_rng.bit_generator.state
     if venv is not None:
@@ -86,11 +173,15 @@ def get_rng_state(task_env: Any, venv: VecEnv | None) -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any], task_env: Any, venv: VecEnv | None) -> None:
+def set_rng_state(state: dict[str, Any], task_env: Any, venv: VecEnv | None, torch_stream: TorchStream | None = None) -> None:
     """Restore what :func:`get_rng_state` captured (live, or as :func:`rng_state_to_json` data).
 
     Everything is checked (sizes, format) before the first RNG changes: a state that does not fit raises and
     leaves every RNG as it was.
+
+    :param torch_stream: the model's own torch stream, which gets the saved torch state (None: torch's global
+        generator gets it). Checkpoints of earlier versions saved torch's global state under the same key, so
+        they restore into the stream the same way.
     """
     state = rng_state_from_json(state)
     if not isinstance(state, dict) or not isinstance(state.get("torch"), th.Tensor):
@@ -104,9 +195,15 @@ def set_rng_state(state: dict[str, Any], task_env: Any, venv: VecEnv | None) -> 
             raise ValueError(
                 f"Saved RNG state is for {n_saved} sub-envs, the env has {n_envs}: pass an env with {n_saved} sub-envs"
             )
-    th.set_rng_state(state["torch"])
-    if "torch_cuda" in state and th.cuda.is_available():
-        th.cuda.set_rng_state_all(state["torch_cuda"])
+    if torch_stream is not None:
+        cuda = state.get("torch_cuda_device")
+        if cuda is None and "torch_cuda" in state and torch_stream.device.type == "cuda":
+            cuda = state["torch_cuda"][torch_stream.device.index or 0]  # an earlier version's per-device list
+        torch_stream.set_state(state["torch"], cuda)
+    else:
+        th.set_rng_state(state["torch"])
+        if "torch_cuda" in state and th.cuda.is_available():
+            th.cuda.set_rng_state_all(state["torch_cuda"])
     if task_env is not None and "task_sampler" in state and hasattr(task_env, "task_rng"):
         rng = np.random.Generator(np.random.PCG64())
         rng.bit_generator.state = state["task_sampler"]

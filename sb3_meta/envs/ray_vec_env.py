@@ -174,27 +174,18 @@ class _ShardWorker:
         self.start = start
         self.venv: BatchedTaskVecEnv = type(env).batched_vec_env_cls(env, n_envs, **shard_kwargs)
         # The local VecEnv spawns one task RNG per sub-env from the distribution's; the shard takes the same ones
-        # (spawned in the learner), and redraws the placeholder tasks from them as BatchedTaskVecEnv.__init__ does.
-        self.venv._task_rngs = list(task_rngs)
-        if env._task is None:
-            tasks = [env._sample_task(copy.deepcopy(rng)) for rng in self.venv._task_rngs]
-            self.venv._tasks = tasks
-            self.venv._apply_tasks(np.arange(n_envs), tasks)
+        # (spawned in the learner), and redraws its placeholder tasks from them as the local VecEnv draws them.
+        self.venv.use_task_rngs(task_rngs)
         for name, value in attr_overrides:
             self.venv.set_attr(name, value)
 
     # --- state that is not rebuilt by a reset: RNGs and tasks -----------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "rngs": self.venv.get_rng_states(),
-            "tasks": list(self.venv._tasks),
-            "auto_task": self.venv._auto_task.copy(),
-        }
+        return {"rngs": self.venv.get_rng_states(), "tasks": self.venv.get_task_state()}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.venv.set_rng_states(snapshot["rngs"])
-        self.venv.set_tasks(snapshot["tasks"])
-        self.venv._auto_task[:] = snapshot["auto_task"]
+        self.venv.set_task_state(snapshot["tasks"])
 
     def hello(self) -> dict[str, Any]:
         """Where the actor runs, and its state (the learner's first snapshot)."""
@@ -214,8 +205,7 @@ class _ShardWorker:
     def reset(self, seeds: list[int | None], options: list[dict[str, Any]]) -> tuple[dict[str, Any], VecEnvObs, list[dict]]:
         """The state before the reset (the learner's snapshot for this pass), then the reset's obs and infos."""
         before = self.snapshot()
-        self.venv._seeds = list(seeds)
-        self.venv._options = copy.deepcopy(list(options))
+        self.venv.set_pending_resets(seeds, options)
         obs = self.venv.reset()
         return before, obs, self.venv.reset_infos
 

@@ -234,6 +234,36 @@ class BatchedTaskVecEnv(VecEnv):
             "init_rngs": self._get_init_rng_states(),
         }
 
+    def use_task_rngs(self, task_rngs: Sequence[np.random.Generator]) -> None:
+        """Draw tasks with ``task_rngs`` (one per sub-env) instead of the RNGs spawned at construction, e.g. a
+        shard of a larger VecEnv taking the RNGs that VecEnv spawned for its sub-envs. The tasks of sub-envs that
+        draw their own at the first reset are redrawn from them, as at construction."""
+        if len(task_rngs) != self.num_envs:
+            raise ValueError(f"{len(task_rngs)} task RNGs given, this VecEnv has {self.num_envs} sub-envs")
+        self._task_rngs = list(task_rngs)
+        auto = np.flatnonzero(self._auto_task)
+        if len(auto):
+            tasks = [self.template_env._sample_task(copy.deepcopy(self._task_rngs[i])) for i in auto.tolist()]
+            self._apply_tasks(auto, tasks)
+            for i, task in zip(auto.tolist(), tasks, strict=True):
+                self._tasks[i] = task
+
+    def get_task_state(self) -> dict[str, Any]:
+        """The sub-envs' tasks and which of them still draw their own at the next reset (not rebuilt by reset)."""
+        return {"tasks": list(self._tasks), "auto_task": self._auto_task.copy()}
+
+    def set_task_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`get_task_state`."""
+        self.set_tasks(state["tasks"])
+        self._auto_task[:] = state["auto_task"]
+
+    def set_pending_resets(self, seeds: Sequence[int | None], options: Sequence[dict[str, Any]]) -> None:
+        """The seed and options each sub-env's next reset uses (what ``seed()`` / ``set_options()`` leave pending)."""
+        if len(seeds) != self.num_envs or len(options) != self.num_envs:
+            raise ValueError(f"{len(seeds)} seeds and {len(options)} options given for {self.num_envs} sub-envs")
+        self._seeds = list(seeds)
+        self._options = copy.deepcopy(list(options))
+
     def set_rng_states(self, states: dict[str, Any]) -> None:
         if len(states["task_rngs"]) != self.num_envs:
             raise ValueError(f"RNG states are for {len(states['task_rngs'])} sub-envs, this VecEnv has {self.num_envs}")
