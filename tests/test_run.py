@@ -310,6 +310,17 @@ MAML_KEYS = [
 ]
 
 
+def test_reptile_logs_the_return_of_its_last_sampled_batch_under_its_own_name(tmp_path):
+    """post_adapt_return means "after the last inner step" (MAML, FOMAML); Reptile samples no episodes there."""
+    model = Reptile("MlpPolicy", point_mass(), n_inner_steps=3, **small_kwargs())
+    model.set_logger(configure(None, []))
+    model.learn(1, log_interval=None)
+    logged = model.logger.name_to_value
+    assert "rollout/post_adapt_return" not in logged
+    assert np.isfinite(logged["rollout/pre_adapt_return"]) and np.isfinite(logged["rollout/last_inner_batch_return"])
+    assert len(model.ep_info_buffer) == 3 * model.env.num_envs  # the episodes of all three inner batches
+
+
 def test_logger_keys(tmp_path):
     model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(), **FAST_TRPO)
     model.set_logger(configure(str(tmp_path), ["csv"]))

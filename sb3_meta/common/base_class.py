@@ -440,8 +440,10 @@ class MetaAlgorithm(BaseAlgorithm):
     def _record(self, inner: InnerLoopResult, stats: dict[str, float], times: dict[str, float]) -> None:
         """Log the iteration (written by :meth:`dump_logs`) and keep its times."""
         self.logger.record("rollout/pre_adapt_return", inner.batches[0].mean_return())
-        if len(inner.batches) > 1:
+        if inner.has_outer_batch:  # sampled with the adapted parameters θ_i (after the last inner step)
             self.logger.record("rollout/post_adapt_return", inner.batches[-1].mean_return())
+        elif len(inner.batches) > 1:  # Reptile samples nothing after its last inner step: the last batch it has
+            self.logger.record("rollout/last_inner_batch_return", inner.batches[-1].mean_return())
         for key, value in stats.items():
             self.logger.record(key, value)
         self._record_episodes(inner)
