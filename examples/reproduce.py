@@ -5,6 +5,7 @@
     python examples/reproduce.py cheetah [--envs halfcheetahdir halfcheetahvel] [--budget small|paper]
     python examples/reproduce.py timing [--env antvel] [--iterations 10]
     python examples/reproduce.py curves [--env antvel] [--budget paper] [--methods fomaml pretrained]  # equal updates
+    python examples/reproduce.py reptile-sweep [--budget paper] [--seeds 0] [--configs k1 k3 ...]  # equal env steps
     python examples/reproduce.py ablation [--fast-batch-sizes 5 10 20 40] [--meta-batch-sizes 5 10 20 40]
     python examples/reproduce.py schedule [--env pointmass-origin] [--step-sizes 0.1 0.05 0.05]   # re-evaluate only
     python examples/reproduce.py report [--reference ../shared/reference/maml2017_fig5.csv]
@@ -175,6 +176,8 @@ class RunConfig:
     baseline_budget: str = "env_steps"
     #: MuJoCo substeps per env step (``None``: the env's default); Ant's 2 gives the original rllab Ant's 0.02 s step
     frame_skip: int | None = None
+    #: constructor arguments of the meta-learner over the YAML defaults (the Reptile sweep)
+    algo_kwargs: dict[str, Any] | None = None
 
 
 def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
@@ -249,6 +252,7 @@ def meta_model(method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, 
         kwargs["target_kl"] = cfg.target_kl
     if cfg.hidden_size is not None:
         kwargs["policy_kwargs"] = dict(net_arch=dict(pi=[cfg.hidden_size] * 2, vf=[]))
+    kwargs.update(cfg.algo_kwargs or {})
     return ALGOS[method]("MlpPolicy", env, seed=seed, device=cfg.device, **kwargs)
 
 
@@ -434,7 +438,15 @@ def train_baseline_resumable(
 
 
 def run_one(
-    out: str, experiment: str, group: str, env_name: str, method: str, seed: int, cfg: RunConfig, **meta_overrides: Any
+    out: str,
+    experiment: str,
+    group: str,
+    env_name: str,
+    method: str,
+    seed: int,
+    cfg: RunConfig,
+    run_name: str | None = None,
+    **meta_overrides: Any,
 ) -> None:
     """Train ``method`` on ``env_name`` with ``seed``, evaluate it on the held-out tasks, write its files.
 
@@ -444,11 +456,12 @@ def run_one(
 
     :param experiment: experiment name recorded in the CSV (``pointmass``, ``ant``, ``ablation``)
     :param group: sub-folder of ``runs/``
+    :param run_name: the run's file name without seed (default: ``method`` and the ``meta_overrides``)
     :param meta_overrides: batch sizes that differ from ``cfg`` (ablation)
     """
     short = {"fast_batch_size": "fb", "meta_batch_size": "mb"}
     suffix = "".join(f"_{short.get(k, k)}{v}" for k, v in meta_overrides.items())
-    name = f"{method}{suffix}_seed{seed}"
+    name = f"{run_name or method + suffix}_seed{seed}"
     paths = run_paths(out, group, name)
     label = f"{group}/{name}"
     cfg_dict = {**dataclasses.asdict(cfg), **meta_overrides}
@@ -800,6 +813,108 @@ def experiment_ablation(args: argparse.Namespace) -> None:
             overrides = dict(fast_batch_size=fast, meta_batch_size=meta)
             run_one(args.out, "ablation", os.path.join("ablation", env_name), env_name, "fomaml", seed, cfg, **overrides)
     print(f"ablation done in {time.perf_counter() - start:.1f} s")
+
+
+#: The Reptile sweep (issue "Reptile that adapts"): one factor at a time around the defaults (3 inner VPG steps of
+#: 0.1 on fresh episodes, the budget's episodes per inner step, epsilon = 1), at FOMAML's env-step budget.
+#: Name -> (Reptile arguments, episodes per inner step as a multiple of the budget's fast_batch_size).
+REPTILE_SWEEP: dict[str, tuple[dict[str, Any], float]] = {
+    "k1": (dict(n_inner_steps=1), 1.0),
+    "k3": (dict(n_inner_steps=3), 1.0),
+    "k5": (dict(n_inner_steps=5), 1.0),
+    "k10": (dict(n_inner_steps=10), 1.0),
+    "k3_lr0.03": (dict(n_inner_steps=3, inner_lr=0.03), 1.0),
+    "k3_lr0.3": (dict(n_inner_steps=3, inner_lr=0.3), 1.0),
+    "k3_fbx0.5": (dict(n_inner_steps=3), 0.5),
+    "k3_fbx2": (dict(n_inner_steps=3), 2.0),
+    "k3_eps0.5": (dict(n_inner_steps=3, outer_lr=0.5), 1.0),
+    "k3_anneal": (dict(n_inner_steps=3, anneal_outer_lr=True), 1.0),
+    "k10_anneal": (dict(n_inner_steps=10, anneal_outer_lr=True), 1.0),
+}
+
+
+def experiment_reptile_sweep(args: argparse.Namespace) -> None:
+    """Reptile on PointMass (``--start``) for each entry of :data:`REPTILE_SWEEP`, at equal env steps.
+
+    The budget is FOMAML's at ``--budget`` (iterations x meta_batch_size x fast_batch_size x horizon x 2 passes);
+    a Reptile configuration with k inner steps of e episodes per task gets ``budget / (meta_batch_size x e x horizon
+    x k)`` iterations (rounded; exact when ``iterations`` is a multiple of the ks). Each run is evaluated as the
+    others (0..``--test-steps`` steps of ``inner_lr``, its own inner step size, on the same held-out goals). Runs
+    under ``<out>/reptile_sweep/`` (resumable); then ``reptile_sweep.md`` and ``reptile_sweep.png`` there.
+    """
+    out = os.path.join(args.out, "reptile_sweep")
+    cfg = make_config(args, "pointmass")
+    env_name = f"pointmass-{args.start}"
+    horizon = horizon_of(build_env(env_name, cfg))
+    budget = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * 2
+    names = args.configs or list(REPTILE_SWEEP)
+    unknown = sorted(set(names) - set(REPTILE_SWEEP))
+    if unknown:
+        raise SystemExit(f"Unknown sweep configurations {unknown}; choose among {list(REPTILE_SWEEP)}")
+    print(f"reptile sweep ({env_name}): {budget:,} env steps per run; {names}")
+    start = time.perf_counter()
+    if not args.plot_only:
+        for seed in args.seeds:
+            for name in names:
+                algo_kwargs, episodes_factor = REPTILE_SWEEP[name]
+                episodes = max(1, round(cfg.fast_batch_size * episodes_factor))
+                k = int(algo_kwargs.get("n_inner_steps", 3))
+                iterations = max(1, round(budget / (cfg.meta_batch_size * episodes * horizon * k)))
+                run_cfg = dataclasses.replace(cfg, iterations=iterations, fast_batch_size=episodes, algo_kwargs=algo_kwargs)
+                run_one(out, "reptile-sweep", env_name, env_name, "reptile", seed, run_cfg, run_name=f"reptile_{name}")
+    print(f"reptile sweep done in {time.perf_counter() - start:.1f} s")
+    report_reptile_sweep(out, env_name)
+
+
+def report_reptile_sweep(out: str, env_name: str) -> None:
+    """``reptile_sweep.md`` (return after 0..k steps per configuration, mean ± SE over tasks x seeds) and its PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
+    for path in find_files(os.path.join(out, "runs", env_name), ".csv"):
+        runs[os.path.basename(path).split("_seed")[0].removeprefix("reptile_")] += read_csv(path)
+    if not runs:
+        print(f"reptile sweep: no finished runs under {os.path.join(out, 'runs', env_name)} yet")
+        return
+    table: dict[str, dict[int, dict[str, Any]]] = {}
+    for name, rows in runs.items():
+        by_step: dict[int, list[float]] = collections.defaultdict(list)
+        for row in rows:
+            by_step[int(row["grad_steps"])].append(float(row["return"]))
+        table[name] = {k: {**stats(v), "n_seeds": len({r["seed"] for r in rows})} for k, v in sorted(by_step.items())}
+    max_steps = max(max(t) for t in table.values())
+    order = [n for n in REPTILE_SWEEP if n in table] + sorted(set(table) - set(REPTILE_SWEEP))
+    lines = [[n, table[n][0]["n_seeds"], *[_fmt(table[n].get(k)) for k in range(max_steps + 1)]] for n in order]
+    md = [
+        f"# Reptile sweep: {env_title(env_name)}",
+        "",
+        "Made by `examples/reproduce.py reptile-sweep` from the runs under "
+        f"`{os.path.join(out, 'runs', env_name)}`: every configuration at FOMAML's env-step budget, evaluated on the "
+        "same held-out goals with its own inner step size. Names: kK = K inner VPG steps per task (each on fresh "
+        "episodes), lrA = inner step A (default 0.1), fbxF = F times the budget's episodes per inner step, epsE = outer "
+        "step E (default 1), anneal = outer step annealed linearly from 1 to 0. Mean return ± standard error over "
+        "tasks x seeds.",
+        "",
+        *markdown_table(["configuration", "seeds", *[steps_label(k) for k in range(max_steps + 1)]], lines),
+    ]
+    with open(os.path.join(out, "reptile_sweep.md"), "w") as f:
+        f.write("\n".join(md))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in order:
+        steps = sorted(table[name])
+        means = [table[name][k]["mean_return"] for k in steps]
+        errs = [table[name][k]["stderr"] for k in steps]
+        ax.errorbar(steps, means, yerr=errs, marker="o", capsize=3, label=name)
+    ax.set(xlabel="adaptation steps", ylabel="mean return", title=f"Reptile sweep: {env_title(env_name)}")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "reptile_sweep.png"), dpi=120)
+    plt.close(fig)
+    print(f"reptile sweep: wrote {os.path.join(out, 'reptile_sweep.md')} and reptile_sweep.png")
 
 
 # --- report -----------------------------------------------------------------------------------------------------
@@ -1206,6 +1321,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="MuJoCo substeps per env step (Ant-v5: 5; 2 gives rllab Ant's 0.02 s step)",
     )
+    sweep = sub.add_parser("reptile-sweep", parents=[common], help="Reptile on PointMass: one factor at a time")
+    sweep.add_argument("--configs", nargs="+", default=None, help=f"subset of {list(REPTILE_SWEEP)}")
+    sweep.add_argument("--plot-only", action="store_true", help="only the table and plot of the finished runs")
     ablation = sub.add_parser("ablation", parents=[common], help="Figs. 1-2: FOMAML vs batch sizes on PointMass")
     ablation.add_argument("--fast-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
     ablation.add_argument("--meta-batch-sizes", type=int, nargs="+", default=[5, 10, 20, 40])
@@ -1239,6 +1357,7 @@ def main(argv: list[str] | None = None) -> None:
             "cheetah": experiment_cheetah,
             "timing": experiment_timing,
             "curves": experiment_curves,
+            "reptile-sweep": experiment_reptile_sweep,
             "ablation": experiment_ablation,
             "schedule": experiment_schedule,
             "report": report,

@@ -66,6 +66,42 @@ def test_reproduce_pointmass_skip_and_report(tmp_path, capsys):
     assert (results / "pointmass-origin_lr0.1-0.02.png").exists()
 
 
+def test_reproduce_curves_give_equal_updates_and_batches(tmp_path):
+    reproduce = load_example("reproduce")
+    out = str(tmp_path / "results")
+    reproduce.main(
+        ["curves", "--env", "antvel", "--out", out, *TINY, "--methods", "fomaml", "pretrained", "--iterations", "3"]
+    )
+    curves = tmp_path / "results" / "curves"
+    meta = reproduce.read_progress(str(curves), "antvel", "fomaml_seed0")
+    trpo = reproduce.read_progress(str(curves), "antvel", "pretrained_seed0")
+    assert len(meta) == len(trpo) == 3  # one TRPO update per meta-iteration
+    # each update takes one episode per sub-env of the meta-learners' pre-adaptation batch (2 tasks x 2 episodes)
+    assert [int(r["rollout/batch_episodes"]) >= 4 for r in trpo] == [True] * 3
+    assert int(trpo[-1]["time/total_timesteps"]) == 3 * 2 * 2 * 5  # 3 updates x 4 sub-envs x horizon 5
+    info = reproduce.json.loads((curves / "runs" / "antvel" / "pretrained_seed0.json").read_text())
+    assert info["baseline_target_kl"] == pytest.approx(0.01 / 8)  # the meta-learners' trust region, per action dim
+    table = (curves / "antvel.md").read_text()
+    assert "| fomaml_seed0 | 3 |" in table and "| pretrained_seed0 | 3 |" in table
+    assert (curves / "antvel-curves.png").stat().st_size > 0
+
+
+def test_reproduce_reptile_sweep_at_equal_env_steps(tmp_path):
+    reproduce = load_example("reproduce")
+    out = str(tmp_path / "results")
+    reproduce.main(["reptile-sweep", "--out", out, *TINY, "--iterations", "3", "--configs", "k1", "k3_fbx0.5"])
+    runs = tmp_path / "results" / "reptile_sweep" / "runs" / "pointmass-origin"
+    configs = {n: reproduce.json.loads((runs / f"reptile_{n}_seed0.json").read_text())["config"] for n in ("k1", "k3_fbx0.5")}
+    # FOMAML's budget: 3 iterations x 2 tasks x 2 episodes x 2 passes; Reptile's: iterations x 2 tasks x episodes x k
+    assert (configs["k1"]["iterations"], configs["k1"]["fast_batch_size"]) == (6, 2)
+    assert (configs["k3_fbx0.5"]["iterations"], configs["k3_fbx0.5"]["fast_batch_size"]) == (4, 1)
+    assert configs["k3_fbx0.5"]["algo_kwargs"] == {"n_inner_steps": 3}
+    model = Reptile.load(runs / "reptile_k3_fbx0.5_seed0.zip")
+    assert model.n_inner_steps == 3 and model.fast_batch_size == 1 and model._n_iterations == 4
+    table = (tmp_path / "results" / "reptile_sweep" / "reptile_sweep.md").read_text()
+    assert "| k1 | 1 |" in table and "| k3_fbx0.5 | 1 |" in table
+
+
 def test_report_statistics():
     reproduce = load_example("reproduce")
     a = {"mean_return": 1.0, "stderr": 0.5}
