@@ -234,6 +234,8 @@ def collect_task_batch(
         obs = _check_finite(venv, tasks, e, obs, None, np.ones(n_envs, dtype=bool), None, 0)
     action_space = policy.action_space
     active = np.ones(n_envs, dtype=bool)
+    # batched task VecEnvs (through SB3 wrappers) leave the sub-envs whose episode has ended unstepped
+    set_idle_envs = getattr(venv, "set_idle_envs", None)
     obs_buf, act_buf, rew_buf, mask_buf = [], [], [], []
 
     if per_task_params:
@@ -260,6 +262,8 @@ def collect_task_batch(
         rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
         mask_buf.append(th.as_tensor(active, dtype=th.float32, device=device))
         was_active, active = active, active & ~dones
+        if set_idle_envs is not None and (was_active & dones).any():
+            set_idle_envs(~active)  # their later steps would be padding, discarded below
         # One vectorised test per array on the common path; the slow path says which sub-env and step, or masks
         # non-finite padding so that the policy is not fed NaN for steps that are discarded anyway.
         next_obs = np.asarray(new_obs)

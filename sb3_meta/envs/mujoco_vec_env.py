@@ -294,8 +294,9 @@ class _ThreadedSimulations:
             post(model, data)  # as gymnasium's MujocoEnv._step_mujoco_simulation
             self._gather(i)
 
-    def step(self, ctrl: np.ndarray, nstep: int) -> None:
-        indices = iter(range(len(self.datas)))
+    def step(self, ctrl: np.ndarray, nstep: int, ids: np.ndarray | None = None) -> None:
+        """Step the sub-envs ``ids`` (all by default); the others keep their state."""
+        indices = iter(range(len(self.datas)) if ids is None else ids.tolist())
         if self._pool is None:
             self._step_some(indices, ctrl, nstep)
             return
@@ -349,9 +350,10 @@ class _BatchedSimulations:
             return np.zeros(len(self.qpos))
         return self._xpos[:, self._body, 0].copy()
 
-    def step(self, ctrl: np.ndarray, nstep: int) -> None:
+    def step(self, ctrl: np.ndarray, nstep: int, ids: np.ndarray | None = None) -> None:
+        """Step the simulations ``ids`` (all by default); the others keep their state."""
         self._ctrl[...] = ctrl
-        self.batch.step(nstep=nstep)
+        self.batch.step(ids, nstep=nstep)
 
     def reset(self, ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
         self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
@@ -381,6 +383,8 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
         there, and on MuJoCo < 3.17, which has no ``mujoco.batch``)
     :param n_threads: threads (default: every core this process may use)
     """
+
+    _skips_idle_envs = True  # physics is the cost: a finished sub-env is not stepped (set_idle_envs)
 
     def __init__(self, env: MujocoTaskEnv, n_envs: int, backend: str = "auto", n_threads: int | None = None) -> None:
         if not isinstance(env, MujocoTaskEnv):
@@ -475,7 +479,8 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
-        self._sims.step(self._actions, env.frame_skip)
+        idle = self._idle
+        self._sims.step(self._actions, env.frame_skip, None if idle is None else np.flatnonzero(~idle))
         x_after = self._x_positions()
         x_velocity = (x_after - self._x) / self._dt
         self._x = x_after
@@ -484,7 +489,12 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
         healthy = env._batch_healthy(qpos, qvel)
         rewards, components = env._batch_reward(x_velocity, self._actions, self._goals, healthy, self._sims.cfrc_ext)
         terminated = ~healthy if env.terminate_when_unhealthy else np.zeros(self.num_envs, dtype=bool)
-        self._elapsed += 1
+        if idle is None:
+            self._elapsed += 1
+        else:  # idle sub-envs stood still: no reward, no end, no reset, no time
+            rewards[idle] = 0.0
+            terminated[idle] = False
+            self._elapsed[~idle] += 1
         truncated = (self._elapsed >= env.max_episode_steps) & ~terminated
         extra_info = {"x_position": np.array(qpos[:, 0]), "x_velocity": x_velocity, **components}
         return self._finish_step(observations, rewards, terminated, truncated, extra_info=extra_info)

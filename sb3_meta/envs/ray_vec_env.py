@@ -209,7 +209,9 @@ class _ShardWorker:
         obs = self.venv.reset()
         return before, obs, self.venv.reset_infos
 
-    def step(self, actions: np.ndarray) -> VecEnvStepReturn:
+    def step(self, actions: np.ndarray, idle: np.ndarray | None = None) -> VecEnvStepReturn:
+        if idle is not None:
+            self.venv.set_idle_envs(idle)
         self.venv.step_async(actions)
         return self.venv.step_wait()
 
@@ -350,6 +352,7 @@ class RayTaskVecEnv(VecEnv):
         self.n_restarts = 0
         self._closed = False
         self._pending: list[tuple[int, str, tuple]] | None = None
+        self._idle: np.ndarray | None = None  # sub-envs the shards leave unstepped until the next reset
         self._pending_refs: list[Any] = []
         self._actors: list[Any] = []
 
@@ -655,7 +658,16 @@ class RayTaskVecEnv(VecEnv):
         self._reset_options()
         self.reset_infos = [info for _, _, infos in results for info in infos]
         self._pending = None
+        self._idle = None
         return np.concatenate([obs for _, obs, _ in results])
+
+    def set_idle_envs(self, idle: np.ndarray) -> None:
+        """As the local VecEnv's :meth:`~sb3_meta.envs.vec_env.BatchedTaskVecEnv.set_idle_envs`: each shard gets its
+        slice with the next step (and skips its idle sub-envs where the local VecEnv would)."""
+        idle = np.asarray(idle, dtype=bool)
+        if idle.shape != (self.num_envs,):
+            raise ValueError(f"idle must be a bool mask of shape ({self.num_envs},), got shape {idle.shape}")
+        self._idle = idle.copy()
 
     def step_async(self, actions: np.ndarray) -> None:
         """Send each actor its slice of the actions (the whole batch is validated first: a bad action steps nothing)."""
@@ -664,7 +676,10 @@ class RayTaskVecEnv(VecEnv):
         # Sent as given (the policy's float32: half the bytes of the float64 check); each shard converts its slice as
         # the local VecEnv converts the whole batch, exactly.
         actions = np.asarray(actions).reshape(checked.shape)
-        self._pending = [(k, "step", (actions[a:b],)) for k, (a, b) in enumerate(self.shard_ranges)]
+        idle = self._idle
+        self._pending = [
+            (k, "step", (actions[a:b], None if idle is None else idle[a:b])) for k, (a, b) in enumerate(self.shard_ranges)
+        ]
         self._pending_refs = []
         for k, name, args in self._pending:
             self._log(k, name, args)

@@ -203,6 +203,8 @@ class BatchedTaskVecEnv(VecEnv):
             self._tasks = [env._sample_task(copy.deepcopy(rng)) for rng in self._task_rngs]
             self._auto_task = np.ones(self.num_envs, dtype=bool)
         self.render_mode = None
+        #: sub-envs that stand still until the next reset() (set_idle_envs), or None
+        self._idle: np.ndarray | None = None
 
     # --- subclass hooks --------------------------------------------------------------------------
     def _apply_tasks(self, indices: np.ndarray, tasks: list[Task]) -> None:
@@ -233,6 +235,23 @@ class BatchedTaskVecEnv(VecEnv):
             "task_rngs": [rng.bit_generator.state for rng in self._task_rngs],
             "init_rngs": self._get_init_rng_states(),
         }
+
+    def set_idle_envs(self, idle: np.ndarray) -> None:
+        """Let the sub-envs where ``idle`` is True stand still until the next ``reset()``: a sampler whose pass
+        has ended their episode discards their steps anyway (one episode per sub-env and pass), so stepping them
+        would only cost physics. An idle sub-env is not stepped, earns reward 0, never ends (so is never reset)
+        and keeps its observation. VecEnvs that cannot skip sub-envs step them as usual; this base class's do not
+        skip (its subclasses that simulate, such as the MuJoCo ones, do).
+
+        :param idle: bool mask over the sub-envs
+        """
+        idle = np.asarray(idle, dtype=bool)
+        if idle.shape != (self.num_envs,):
+            raise ValueError(f"idle must be a bool mask of shape ({self.num_envs},), got shape {idle.shape}")
+        self._idle = idle.copy() if self._skips_idle_envs and idle.any() else None
+
+    #: whether :meth:`set_idle_envs` takes effect (subclasses whose step_wait honours ``self._idle`` set it)
+    _skips_idle_envs: bool = False
 
     def use_task_rngs(self, task_rngs: Sequence[np.random.Generator]) -> None:
         """Draw tasks with ``task_rngs`` (one per sub-env) instead of the RNGs spawned at construction, e.g. a
@@ -310,6 +329,7 @@ class BatchedTaskVecEnv(VecEnv):
                 self.set_tasks(self._sample_with(i, 1), indices=[i])
         self._reset_seeds()
         self._reset_options()
+        self._idle = None
         self._reset_envs(np.arange(self.num_envs))
         self.reset_infos = [{"task": task} for task in self._tasks]
         return self._observations()
