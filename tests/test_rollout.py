@@ -194,3 +194,30 @@ def test_compute_advantages_is_zero_when_the_baseline_is_exact():
         assert abs(float(valid.mean())) < 1e-9
         assert abs(float(valid.std(unbiased=False)) - 1.0) < 1e-6
     assert np.all(adv.numpy()[~mask.bool().numpy()] == 0)
+
+
+def test_flat_keeps_every_valid_transition_and_drops_the_padding_no_task_needs():
+    lengths = [[3, 1, 2], [2, 2, 1]]  # valid: 6 and 5 of T*E = 12 per task
+    mask = make_mask(lengths, 4)
+    g = th.Generator().manual_seed(0)
+    batch = TaskBatch(
+        obs=th.randn(2, 4, 3, 2, generator=g, dtype=th.float64),
+        actions=th.randn(2, 4, 3, 1, generator=g, dtype=th.float64),
+        rewards=th.randn(2, 4, 3, generator=g, dtype=th.float64),
+        mask=mask,
+        tasks=[0, 1],
+    )
+    batch.compute_advantages(GAMMA, 1.0)
+    flat = batch.flat()
+    assert flat["mask"].shape == (2, 6)  # the most valid transitions any task has
+    assert flat["mask"].tolist() == [[1.0] * 6, [1.0] * 5 + [0.0]]  # valid first
+    for k in range(2):
+        valid = mask[k].reshape(-1).bool()
+        # the same transitions in the same (time, episode) order
+        assert th.equal(flat["obs"][k, : int(valid.sum())], batch.obs[k].reshape(12, 2)[valid])
+        assert th.equal(flat["actions"][k, : int(valid.sum())], batch.actions[k].reshape(12, 1)[valid])
+        assert th.equal(flat["advantages"][k, : int(valid.sum())], batch.advantages[k].reshape(12)[valid])
+    full = make_mask([[4, 4, 4], [4, 4, 4]], 4)  # no padding: the layout is (time, episode), unchanged
+    whole = TaskBatch(obs=batch.obs, actions=batch.actions, rewards=batch.rewards, mask=full, tasks=[0, 1])
+    whole.compute_advantages(GAMMA, 1.0)
+    assert th.equal(whole.flat()["obs"], batch.obs.reshape(2, 12, 2))
