@@ -203,19 +203,18 @@ def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sa
 
     batched.reset()
     shape = batched.action_space.shape
-    step_obs, rewards, dones, infos = batched.step(np.zeros((batched.num_envs, *shape)))  # type: ignore[misc]
-    obs = np.asarray(step_obs)  # VecEnvObs: an array for these envs
+    obs, rewards, dones, infos = batched.step_packed(np.zeros((batched.num_envs, *shape)))  # type: ignore[attr-defined, misc]
     ranges = shard_ranges(batched.num_envs, len(node_ids))
     actors = []
     for (a, b), node_id in zip(ranges, node_ids):
         options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
-        reply = (obs[a:b], rewards[a:b], dones[a:b], infos[a:b])
+        reply = (obs[a:b], rewards[a:b], dones[a:b], infos.slice(a, b))  # what a shard sends back
         actors.append(ray.remote(_PreparedShardStep).options(**options).remote(reply))
 
     def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
         results = ray.get([actor.step.remote(actions[a:b]) for actor, (a, b) in zip(actors, ranges)])
         arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]  # obs, rewards, dones
-        return arrays, [info for r in results for info in r[3]]
+        return arrays, [info for r in results for info in r[3].unpack()]
 
     def close() -> None:
         for actor in actors:

@@ -383,3 +383,30 @@ def test_batched_vec_env_only_supports_task_methods():
     venv.set_attr("goal_radius", 0.1)
     assert venv.get_attr("goal_radius") == [0.1, 0.1]
     assert venv.env_is_wrapped(gym.Wrapper) == [False, False]
+
+
+def test_packed_infos_unpack_into_the_infos_of_a_step_and_slice_like_shards():
+    from sb3_meta.envs import AntVelTasks
+
+    venvs = [make_task_vec_env(AntVelTasks(max_episode_steps=7), 5, seed=2) for _ in range(2)]
+    for venv in venvs:
+        venv.reset()
+    actions = np.random.default_rng(1).uniform(-1, 1, (5, 8)).astype(np.float32)
+    ended = 0
+    for _ in range(8):  # past the horizon: terminal observations appear
+        obs, rewards, dones, infos = venvs[0].step(actions)
+        ended += sum("terminal_observation" in i for i in infos)
+        packed_obs, packed_rewards, packed_dones, packed = venvs[1].step_packed(actions)
+        assert np.array_equal(obs, packed_obs) and np.array_equal(rewards, packed_rewards)
+        assert np.array_equal(dones, packed_dones)
+        unpacked = packed.unpack()
+        assert [sorted(i) for i in unpacked] == [sorted(i) for i in infos]
+        for mine, theirs in zip(unpacked, infos):
+            for key, value in theirs.items():
+                assert np.array_equal(mine[key], value) and type(mine[key]) is type(value), key
+        shards = packed.slice(0, 2).unpack() + packed.slice(2, 5).unpack()
+        assert all(
+            np.array_equal(a.get("terminal_observation", 0), b.get("terminal_observation", 0)) for a, b in zip(shards, infos)
+        )
+        assert [a["x_velocity"] for a in shards] == [b["x_velocity"] for b in infos]
+    assert ended >= 5

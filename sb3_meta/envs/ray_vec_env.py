@@ -37,6 +37,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 from sb3_meta.envs.core import Task, TaskEnv, as_task_list
 from sb3_meta.envs.vec_env import (
     BatchedTaskVecEnv,
+    PackedInfos,
     check_actions,
     checked_indices,
     get_task_env,
@@ -209,11 +210,12 @@ class _ShardWorker:
         obs = self.venv.reset()
         return before, obs, self.venv.reset_infos
 
-    def step(self, actions: np.ndarray, idle: np.ndarray | None = None) -> VecEnvStepReturn:
+    def step(
+        self, actions: np.ndarray, idle: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, PackedInfos]:
         if idle is not None:
             self.venv.set_idle_envs(idle)
-        self.venv.step_async(actions)
-        return self.venv.step_wait()
+        return self.venv.step_packed(actions)  # infos as arrays, not one pickled dict per sub-env
 
     def set_tasks(self, tasks: list[Task], indices: list[int]) -> None:
         self.venv.set_tasks(tasks, indices=indices)
@@ -695,7 +697,7 @@ class RayTaskVecEnv(VecEnv):
         obs = np.concatenate([r[0] for r in results])
         rewards = np.concatenate([r[1] for r in results])
         dones = np.concatenate([r[2] for r in results])
-        infos = [info for r in results for info in r[3]]
+        infos = [info for r in results for info in r[3].unpack()]
         return obs, rewards, dones, infos
 
     def close(self) -> None:

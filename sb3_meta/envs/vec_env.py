@@ -10,6 +10,7 @@ SB3's ``DummyVecEnv`` / ``SubprocVecEnv`` with the same ``set_tasks`` / ``get_ta
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ from sb3_meta.envs.core import Task, TaskEnv, as_task_list
 
 __all__ = [
     "BatchedTaskVecEnv",
+    "PackedInfos",
     "TaskDummyVecEnv",
     "TaskSubprocVecEnv",
     "TaskVecEnvWrapper",
@@ -170,6 +172,46 @@ def sub_envs_are_task_distributions(venv: VecEnv) -> bool:
         return all(all(callable(m) for m in venv.get_attr(name)) for name in ("sample_tasks", "reset_task", "get_task"))
     except AttributeError:
         return False
+
+
+@dataclasses.dataclass
+class PackedInfos:
+    """The infos of one step of a batched task VecEnv as arrays: cheap to send (a Ray shard's step), unpacked into
+    SB3's list of dicts by :meth:`unpack`.
+
+    :param tasks: the task of each sub-env for the step taken
+    :param time_limit: ``TimeLimit.truncated`` per sub-env
+    :param columns: per-sub-env values (``x_velocity``, reward components...), one array per key
+    :param terminal_observations: the last observation of each sub-env whose episode ended, by index
+    """
+
+    tasks: list[Task]
+    time_limit: np.ndarray
+    columns: dict[str, np.ndarray]
+    terminal_observations: dict[int, np.ndarray]
+
+    def slice(self, start: int, stop: int) -> PackedInfos:
+        """The infos of sub-envs ``start..stop-1`` (as a shard of them would pack them)."""
+        return PackedInfos(
+            tasks=self.tasks[start:stop],
+            time_limit=self.time_limit[start:stop],
+            columns={key: values[start:stop] for key, values in self.columns.items()},
+            terminal_observations={i - start: o for i, o in self.terminal_observations.items() if start <= i < stop},
+        )
+
+    def unpack(self) -> list[dict[str, Any]]:
+        """SB3's infos: one dict per sub-env, with ``task``, ``TimeLimit.truncated``, the columns' values (Python
+        scalars) and ``terminal_observation`` where an episode ended."""
+        infos: list[dict[str, Any]] = [
+            {"task": task, "TimeLimit.truncated": flag}
+            for task, flag in zip(self.tasks, self.time_limit.tolist(), strict=True)
+        ]
+        for key, values in self.columns.items():
+            for info, value in zip(infos, values.tolist(), strict=True):
+                info[key] = value
+        for i, obs in self.terminal_observations.items():
+            infos[i]["terminal_observation"] = obs
+        return infos
 
 
 class BatchedTaskVecEnv(VecEnv):
@@ -352,25 +394,34 @@ class BatchedTaskVecEnv(VecEnv):
         :return: SB3's ``(obs, rewards, dones, infos)``; the ``"task"`` info is the task of the step taken
         """
         dones = np.asarray(terminated | truncated, dtype=bool)
-        extra_info = extra_info or {}
-        columns = {key: np.asarray(value).tolist() for key, value in extra_info.items()}
-        infos: list[dict[str, Any]] = [
-            {"task": task, "TimeLimit.truncated": bool(trunc and not term)}
-            for task, term, trunc in zip(self._tasks, terminated.tolist(), truncated.tolist(), strict=True)
-        ]
-        for key, values in columns.items():
-            for info, value in zip(infos, values, strict=True):
-                info[key] = value
         done_idx = np.flatnonzero(dones)
+        infos = PackedInfos(
+            tasks=list(self._tasks),
+            time_limit=np.asarray(truncated & ~terminated, dtype=bool),
+            columns={key: np.asarray(value) for key, value in (extra_info or {}).items()},
+            terminal_observations={i: obs[i].copy() for i in done_idx.tolist()},
+        )
         if done_idx.size:
-            for i in done_idx.tolist():
-                infos[i]["terminal_observation"] = obs[i].copy()
             if self.template_env.sample_task_on_reset:
                 for i in done_idx.tolist():
                     self.set_tasks(self._sample_with(i, 1), indices=[i])
             self._reset_envs(done_idx)
             obs = self._observations()
-        return obs, np.asarray(rewards, dtype=np.float32), dones, infos
+        return obs, np.asarray(rewards, dtype=np.float32), dones, infos if self._pack_infos else infos.unpack()
+
+    #: whether step_wait returns :class:`PackedInfos` instead of SB3's list of dicts (:meth:`step_packed`)
+    _pack_infos: bool = False
+
+    def step_packed(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, PackedInfos]:
+        """``step(actions)`` with the infos as :class:`PackedInfos` (arrays, not one dict per sub-env): what a Ray
+        shard sends to the learner, which unpacks them into the very dicts the local VecEnv returns."""
+        self._pack_infos = True
+        try:
+            self.step_async(actions)
+            obs, rewards, dones, infos = self.step_wait()
+        finally:
+            self._pack_infos = False
+        return obs, rewards, dones, cast(PackedInfos, infos)
 
     def close(self) -> None:
         """Nothing to release (subclasses holding native resources override this)."""
