@@ -39,6 +39,7 @@ from sb3_meta.envs.vec_env import (
     BatchedTaskVecEnv,
     PackedInfos,
     check_actions,
+    check_idle_mask,
     checked_indices,
     get_task_env,
     is_batchable,
@@ -666,10 +667,7 @@ class RayTaskVecEnv(VecEnv):
     def set_idle_envs(self, idle: np.ndarray) -> None:
         """As the local VecEnv's :meth:`~sb3_meta.envs.vec_env.BatchedTaskVecEnv.set_idle_envs`: each shard gets its
         slice with the next step (and skips its idle sub-envs where the local VecEnv would)."""
-        idle = np.asarray(idle, dtype=bool)
-        if idle.shape != (self.num_envs,):
-            raise ValueError(f"idle must be a bool mask of shape ({self.num_envs},), got shape {idle.shape}")
-        self._idle = idle.copy()
+        self._idle = check_idle_mask(idle, self.num_envs)
 
     def step_async(self, actions: np.ndarray) -> None:
         """Send each actor its slice of the actions (the whole batch is validated first: a bad action steps nothing)."""

@@ -29,6 +29,7 @@ __all__ = [
     "TaskSubprocVecEnv",
     "TaskVecEnvWrapper",
     "check_actions",
+    "check_idle_mask",
     "checked_indices",
     "get_task_env",
     "is_batchable",
@@ -36,6 +37,14 @@ __all__ = [
     "is_task_vec_env",
     "task_env_method",
 ]
+
+
+def check_idle_mask(idle: Any, n_envs: int) -> np.ndarray:
+    """``idle`` as a fresh bool array of shape ``(n_envs,)`` (the argument of ``set_idle_envs``), or a clear error."""
+    mask = np.array(idle, dtype=bool)
+    if mask.shape != (n_envs,):
+        raise ValueError(f"idle must be a bool mask of shape ({n_envs},), got shape {mask.shape}")
+    return mask
 
 
 def check_actions(actions: Any, action_space: gym.Space, n_envs: int) -> np.ndarray:
@@ -287,10 +296,8 @@ class BatchedTaskVecEnv(VecEnv):
 
         :param idle: bool mask over the sub-envs
         """
-        idle = np.asarray(idle, dtype=bool)
-        if idle.shape != (self.num_envs,):
-            raise ValueError(f"idle must be a bool mask of shape ({self.num_envs},), got shape {idle.shape}")
-        self._idle = idle.copy() if self._skips_idle_envs and idle.any() else None
+        idle = check_idle_mask(idle, self.num_envs)
+        self._idle = idle if self._skips_idle_envs and idle.any() else None
 
     #: whether :meth:`set_idle_envs` takes effect (subclasses whose step_wait honours ``self._idle`` set it)
     _skips_idle_envs: bool = False
