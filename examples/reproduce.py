@@ -139,10 +139,10 @@ ENV_NOTES = {
     "horizon 100): the paper's numbers are directly comparable.",
     "pointmass-random": "Random start (this project's paper); MAML's point mass started at the origin, so its numbers "
     "are only a reference for the shape of the curves.",
-    "antvel": "Ant-v5 MuJoCo model and time step (gymnasium, dt = 0.05 s) instead of rllab's Ant; goal velocities in "
-    "[0, 2] here vs [0, 3] in MAML; compare shapes and ratios, not absolute returns.",
-    "antdir": "Ant-v5 MuJoCo model and time step (gymnasium, dt = 0.05 s) instead of rllab's Ant; compare shapes and "
-    "ratios, not absolute returns.",
+    "antvel": "Ant-v5 MuJoCo model (gymnasium) instead of rllab's Ant, by default at rllab's time step (dt = 0.02 s); "
+    "goal velocities in [0, 2] here vs [0, 3] in MAML; compare shapes and ratios, not absolute returns.",
+    "antdir": "Ant-v5 MuJoCo model (gymnasium) instead of rllab's Ant, by default at rllab's time step (dt = 0.02 s); "
+    "compare shapes and ratios, not absolute returns.",
     "halfcheetahvel": "HalfCheetah-v5 MuJoCo model (gymnasium) instead of rllab's HalfCheetah; compare shapes and ratios, "
     "not absolute returns.",
     "halfcheetahdir": "HalfCheetah-v5 MuJoCo model (gymnasium) instead of rllab's HalfCheetah; compare shapes and "
@@ -209,6 +209,11 @@ def env_kwargs(env_name: str, cfg: RunConfig) -> dict[str, Any]:
     if cfg.frame_skip is not None:
         kwargs["frame_skip"] = cfg.frame_skip
     return kwargs
+
+
+def results_group(env_name: str, cfg: RunConfig) -> str:
+    """Sub-folder of ``runs/``: the env, with ``-fs<N>`` when ``--frame-skip`` overrides the env's default time step."""
+    return env_name if cfg.frame_skip is None else f"{env_name}-fs{cfg.frame_skip}"
 
 
 def build_env(env_name: str, cfg: RunConfig) -> Any:
@@ -563,7 +568,7 @@ def experiment_ant(args: argparse.Namespace) -> None:
     for env_name in args.envs:
         for seed in args.seeds:
             for method in methods:
-                run_one(args.out, "ant", env_name, env_name, method, seed, cfg)
+                run_one(args.out, "ant", results_group(env_name, cfg), env_name, method, seed, cfg)
     print(f"ant done in {time.perf_counter() - start:.1f} s")
 
 
@@ -576,7 +581,7 @@ def experiment_cheetah(args: argparse.Namespace) -> None:
         print(f"cheetah ({env_name}): {cfg}")
         for seed in args.seeds:
             for method in methods:
-                run_one(args.out, "cheetah", env_name, env_name, method, seed, cfg)
+                run_one(args.out, "cheetah", results_group(env_name, cfg), env_name, method, seed, cfg)
     print(f"cheetah done in {time.perf_counter() - start:.1f} s")
 
 
@@ -586,7 +591,17 @@ def schedule_env_name(env_name: str, step_sizes: list[float]) -> str:
 
 
 def base_env(env_name: str) -> str:
-    return env_name.split("@")[0]
+    """The env of a results group: ``antvel-fs5@0.1-0.05-0.05`` -> ``antvel`` (time step and step sizes dropped)."""
+    return env_name.split("@")[0].split("-fs")[0]
+
+
+def env_note(env: str) -> str | None:
+    """How the group's env differs from the MAML paper's, with its time step when a ``-fs<N>`` group names one."""
+    note = ENV_NOTES.get(base_env(env))
+    if note is not None and "-fs" in env:
+        frame_skip = int(env.split("@")[0].split("-fs")[1])
+        note += f" This group: frame_skip {frame_skip}, dt = {frame_skip * 0.01:.2f} s."
+    return note
 
 
 def experiment_schedule(args: argparse.Namespace) -> None:
@@ -659,7 +674,8 @@ def experiment_curves(args: argparse.Namespace) -> None:
     """
     out = os.path.join(args.out, "curves")
     cfg = dataclasses.replace(make_config(args, "curves"), baseline_budget="updates")
-    group = args.env if cfg.frame_skip is None else f"{args.env}-fs{cfg.frame_skip}"
+    # the group names the time step: runs at different frame skips never share (or skip for) each other's files
+    group = f"{args.env}-fs{cfg.frame_skip or build_env(args.env, cfg).frame_skip}"
     methods = check_methods(args.methods)
     print(f"curves ({group}): {cfg}")
     start = time.perf_counter()
@@ -830,6 +846,13 @@ REPTILE_SWEEP: dict[str, tuple[dict[str, Any], float]] = {
     "k3_eps0.5": (dict(n_inner_steps=3, outer_lr=0.5), 1.0),
     "k3_anneal": (dict(n_inner_steps=3, anneal_outer_lr=True), 1.0),
     "k10_anneal": (dict(n_inner_steps=10, anneal_outer_lr=True), 1.0),
+    # second round, around the first round's best (the inner step size)
+    "k3_lr0.5": (dict(n_inner_steps=3, inner_lr=0.5), 1.0),
+    "k3_lr1": (dict(n_inner_steps=3, inner_lr=1.0), 1.0),
+    "k1_lr0.3": (dict(n_inner_steps=1, inner_lr=0.3), 1.0),
+    "k5_lr0.3": (dict(n_inner_steps=5, inner_lr=0.3), 1.0),
+    "k3_lr0.3_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.3), 0.5),
+    "k3_lr0.3_eps2": (dict(n_inner_steps=3, inner_lr=0.3, outer_lr=2.0), 1.0),
 }
 
 
@@ -955,10 +978,11 @@ def aggregate(out: str, reference: dict[tuple[str, str, int], dict[str, float]])
     for path in find_files(os.path.join(out, "runs"), ".csv"):
         if os.sep + "timing" + os.sep in path:
             continue
+        group = os.path.basename(os.path.dirname(path))
         for row in read_csv(path):
             key = (
                 row["experiment"],
-                row["env"],
+                group if "-fs" in group else row["env"],  # a --frame-skip group is its own env in the tables
                 row["method"],
                 int(row["fast_batch_size"]),
                 int(row["meta_batch_size"]),
@@ -1077,8 +1101,8 @@ def report(args: argparse.Namespace) -> None:
                 cells = [f"{r['mean']:.2f} ± {r['stderr']:.2f}" if r else "" for r in ref]
                 lines.append([f"MAML paper: {ref_method}", "", *cells])
         md += markdown_table(header, lines)
-        if base_env(env) in ENV_NOTES:
-            md += [f"Note: {ENV_NOTES[base_env(env)]}", ""]
+        if env_note(env):
+            md += [f"Note: {env_note(env)}", ""]
         figures.append(plot_env(plt, out, env, table, methods, reference))
 
     comparisons = []
@@ -1181,7 +1205,7 @@ def wall_clock_rows(out: str) -> list[list[Any]]:
 
 
 def env_title(env: str) -> str:
-    title = ENV_TITLES.get(base_env(env).split("-fs")[0], base_env(env))
+    title = ENV_TITLES.get(base_env(env), base_env(env))
     if "-fs" in env:
         title += f", frame_skip {env.split('-fs')[1].split('@')[0]}"
     if "@" in env:
@@ -1218,8 +1242,8 @@ def plot_env(plt: Any, out: str, env: str, table: dict, methods: list[str], refe
     ax.set_ylabel("average return")
     ax.set_title(env_title(env))
     ax.legend(fontsize=8)
-    if base_env(env) in ENV_NOTES:
-        fig.text(0.01, 0.01, "Note: " + ENV_NOTES[base_env(env)], fontsize=7, wrap=True, va="bottom")
+    if env_note(env):
+        fig.text(0.01, 0.01, f"Note: {env_note(env)}", fontsize=7, wrap=True, va="bottom")
         fig.subplots_adjust(bottom=0.2)
     path = os.path.join(out, f"{env.replace('@', '_lr')}.png")
     fig.savefig(path, dpi=120)
@@ -1315,12 +1339,14 @@ def build_parser() -> argparse.ArgumentParser:
     curves = sub.add_parser("curves", parents=[common], help="learning curves at equal updates: FOMAML vs TRPO")
     curves.add_argument("--env", default="antvel", choices=("antvel", "antdir", "halfcheetahdir", "halfcheetahvel"))
     curves.add_argument("--plot-only", action="store_true", help="only the table and plot of the logs so far")
-    curves.add_argument(
-        "--frame-skip",
-        type=int,
-        default=None,
-        help="MuJoCo substeps per env step (Ant-v5: 5; 2 gives rllab Ant's 0.02 s step)",
-    )
+    for mujoco_parser in (ant, cheetah, curves):
+        mujoco_parser.add_argument(
+            "--frame-skip",
+            type=int,
+            default=None,
+            help="MuJoCo substeps per env step (default: the env's; Ant: 2, rllab Ant's 0.02 s step; Ant-v5's own is "
+            "5); runs with it go to the group <env>-fs<N>",
+        )
     sweep = sub.add_parser("reptile-sweep", parents=[common], help="Reptile on PointMass: one factor at a time")
     sweep.add_argument("--configs", nargs="+", default=None, help=f"subset of {list(REPTILE_SWEEP)}")
     sweep.add_argument("--plot-only", action="store_true", help="only the table and plot of the finished runs")

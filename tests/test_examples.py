@@ -73,17 +73,17 @@ def test_reproduce_curves_give_equal_updates_and_batches(tmp_path):
         ["curves", "--env", "antvel", "--out", out, *TINY, "--methods", "fomaml", "pretrained", "--iterations", "3"]
     )
     curves = tmp_path / "results" / "curves"
-    meta = reproduce.read_progress(str(curves), "antvel", "fomaml_seed0")
-    trpo = reproduce.read_progress(str(curves), "antvel", "pretrained_seed0")
+    meta = reproduce.read_progress(str(curves), "antvel-fs2", "fomaml_seed0")
+    trpo = reproduce.read_progress(str(curves), "antvel-fs2", "pretrained_seed0")
     assert len(meta) == len(trpo) == 3  # one TRPO update per meta-iteration
     # each update takes one episode per sub-env of the meta-learners' pre-adaptation batch (2 tasks x 2 episodes)
     assert [int(r["rollout/batch_episodes"]) >= 4 for r in trpo] == [True] * 3
     assert int(trpo[-1]["time/total_timesteps"]) == 3 * 2 * 2 * 5  # 3 updates x 4 sub-envs x horizon 5
-    info = reproduce.json.loads((curves / "runs" / "antvel" / "pretrained_seed0.json").read_text())
+    info = reproduce.json.loads((curves / "runs" / "antvel-fs2" / "pretrained_seed0.json").read_text())
     assert info["baseline_target_kl"] == pytest.approx(0.01 / 8)  # the meta-learners' trust region, per action dim
-    table = (curves / "antvel.md").read_text()
+    table = (curves / "antvel-fs2.md").read_text()
     assert "| fomaml_seed0 | 3 |" in table and "| pretrained_seed0 | 3 |" in table
-    assert (curves / "antvel-curves.png").stat().st_size > 0
+    assert (curves / "antvel-fs2-curves.png").stat().st_size > 0
 
 
 def test_reproduce_reptile_sweep_at_equal_env_steps(tmp_path):

@@ -178,7 +178,9 @@ def test_ant_reward_by_hand(env_cls) -> None:
         action = rng.uniform(-1, 1, 8)
         x_before = env.data.body("torso").xpos[0]
         _, reward, terminated, truncated, info = env.step(action)
-        x_velocity = (env.data.body("torso").xpos[0] - x_before) / 0.05
+        # rllab's Ant time step (0.02 s: 2 substeps of Ant-v5's 0.01 s model), not Ant-v5's 0.05 s
+        assert env.dt == 0.02 and env.model.opt.timestep == 0.01
+        x_velocity = (env.data.body("torso").xpos[0] - x_before) / 0.02
         assert info["x_velocity"] == pytest.approx(x_velocity, rel=1e-12, abs=1e-12)
         ctrl = 0.005 * np.sum(action**2)
         contact = 0.0005 * np.sum(np.clip(env.data.cfrc_ext, -1, 1) ** 2)
@@ -213,9 +215,10 @@ def test_half_cheetah_reward_by_hand(env_cls) -> None:
 
 
 def test_coefficient_switch_reproduces_gymnasium_v5() -> None:
-    """AntDir with direction +1 and Ant-v5's coefficients is Ant-v5 (same obs, termination, reward); likewise HalfCheetah."""
+    """AntDir with direction +1, Ant-v5's coefficients and time step is Ant-v5 (same obs, termination, reward); likewise
+    HalfCheetah."""
     cases = [
-        (AntDirTasks(coefficients="ant-v5"), AntDirTask(1), AntEnv(), 8),
+        (AntDirTasks(coefficients="ant-v5", frame_skip=5), AntDirTask(1), AntEnv(), 8),
         (HalfCheetahDirTasks(ctrl_cost_weight=0.1), HalfCheetahDirTask(1), HalfCheetahEnv(), 6),
     ]
     assert AntDirTasks(coefficients="ant-v5")._ctrl_cost_weight == 0.5
@@ -283,10 +286,12 @@ def compare_batched_with_single(
 @pytest.mark.parametrize("env_cls", ENV_CLASSES)
 def test_batched_equals_single_bitwise(env_cls) -> None:
     # 4 sub-envs x 100 steps with a horizon of 40: every sub-env finishes at least 2 episodes and starts a third
-    counts = compare_batched_with_single(lambda: env_cls(max_episode_steps=40, seed=1), n_envs=4, n_steps=100, seed=11)
-    if env_cls in (AntVelTasks, AntDirTasks):
-        # random actions make the ant jump above healthy_z_range: unhealthy terminations and their automatic
-        # resets are compared too
+    ant = env_cls in (AntVelTasks, AntDirTasks)
+    # at Ant-v5's 0.05 s step, random actions make the ant jump above healthy_z_range within 40 steps: unhealthy
+    # terminations and their automatic resets are compared too (at the default 0.02 s they rarely come so early)
+    kwargs = dict(frame_skip=5) if ant else {}
+    counts = compare_batched_with_single(lambda: env_cls(max_episode_steps=40, seed=1, **kwargs), n_envs=4, n_steps=100, seed=11)
+    if ant:
         assert counts["terminated"] >= 1 and counts["truncated"] >= 1
         assert counts["terminated"] + counts["truncated"] >= 8
     else:

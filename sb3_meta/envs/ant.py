@@ -1,7 +1,8 @@
 """Ant goal-velocity and goal-direction task distributions (Finn et al., 2017, Sec. 5.3) on gymnasium's Ant-v5.
 
 The MuJoCo model, observation (with the contact forces ``cfrc_ext``), initial-state noise, health check and
-unhealthy termination are gymnasium's ``AntEnv`` (v5); only the reward depends on the task. Reward
+unhealthy termination are gymnasium's ``AntEnv`` (v5); only the reward depends on the task. The time step is
+rllab's Ant's, 0.02 s (``frame_skip=2`` on Ant-v5's 0.01 s model; Ant-v5 itself steps 0.05 s). Reward
 coefficients default to those of the original MAML code (rllab's ``AntEnvRand`` / ``AntEnvRandDirec``);
 ``coefficients="ant-v5"`` switches to Ant-v5's own.
 """
@@ -42,8 +43,8 @@ class _AntTasks(MujocoTaskEnv, AntEnv):
 
     Reward: ``forward(x_velocity, task) + healthy_reward·healthy − ctrl_cost_weight·Σa²
     − contact_cost_weight·Σclip(cfrc_ext, contact_force_range)²``, where ``x_velocity`` is the torso's
-    x displacement over the step divided by ``dt = frame_skip·0.01`` (as Ant-v5) and the contact term sums
-    over every body's 6 external-force components (as Ant-v5).
+    x displacement over the step divided by ``dt = frame_skip·0.01`` (as Ant-v5; ``frame_skip`` 2 by default) and
+    the contact term sums over every body's 6 external-force components (as Ant-v5).
     """
 
     velocity_body = 1  # Ant-v5's main_body, the torso
@@ -185,7 +186,9 @@ class AntVelTasks(_AntTasks):
     :param reset_noise_scale: initial-state noise (0.1, as Ant-v5: qpos + U[±0.1], qvel + 0.1·N(0, 1))
     :param include_cfrc_ext_in_observation: observe the contact forces (True, as Ant-v5)
     :param exclude_current_positions_from_observation: omit the torso's x, y (True, as Ant-v5)
-    :param frame_skip: MuJoCo steps per env step (5, dt = 0.05 s)
+    :param frame_skip: MuJoCo substeps per env step (2: dt = 0.02 s, the time step of rllab's Ant that the MAML paper
+        used; Ant-v5's own 5, dt = 0.05 s, lets a random policy fall within about 36 steps and the meta-learners did
+        not learn in 60 iterations, see docs/results.md)
     :param xml_file: MuJoCo model ("ant.xml", gymnasium's)
     :param seed: seed of the task RNG
     :param sample_task_on_reset: draw a new task at every reset (task mixture)
@@ -211,7 +214,7 @@ class AntVelTasks(_AntTasks):
         reset_noise_scale: float = 0.1,
         include_cfrc_ext_in_observation: bool = True,
         exclude_current_positions_from_observation: bool = True,
-        frame_skip: int = 5,
+        frame_skip: int = 2,
         xml_file: str = "ant.xml",
         seed: int | None = None,
         sample_task_on_reset: bool = False,
@@ -263,7 +266,9 @@ class AntDirTasks(_AntTasks):
     :param reset_noise_scale: initial-state noise (0.1, as Ant-v5)
     :param include_cfrc_ext_in_observation: observe the contact forces (True, as Ant-v5)
     :param exclude_current_positions_from_observation: omit the torso's x, y (True, as Ant-v5)
-    :param frame_skip: MuJoCo steps per env step (5, dt = 0.05 s)
+    :param frame_skip: MuJoCo substeps per env step (2: dt = 0.02 s, the time step of rllab's Ant that the MAML paper
+        used; Ant-v5's own 5, dt = 0.05 s, lets a random policy fall within about 36 steps and the meta-learners did
+        not learn in 60 iterations, see docs/results.md)
     :param xml_file: MuJoCo model ("ant.xml", gymnasium's)
     :param seed: seed of the task RNG
     :param sample_task_on_reset: draw a new task at every reset (task mixture)
@@ -287,7 +292,7 @@ class AntDirTasks(_AntTasks):
         reset_noise_scale: float = 0.1,
         include_cfrc_ext_in_observation: bool = True,
         exclude_current_positions_from_observation: bool = True,
-        frame_skip: int = 5,
+        frame_skip: int = 2,
         xml_file: str = "ant.xml",
         seed: int | None = None,
         sample_task_on_reset: bool = False,
