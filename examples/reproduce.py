@@ -475,8 +475,11 @@ def run_one(
     os.makedirs(os.path.dirname(paths["csv"]), exist_ok=True)
     run_cfg = dataclasses.replace(cfg, **meta_overrides)
     env = build_env(env_name, run_cfg)
-    horizon = horizon_of(env)
     info: dict[str, Any] = {}
+    if method == "reptile" and run_name is None:  # the sweep's chosen configuration, at FOMAML's env steps
+        run_cfg = reptile_config(run_cfg, horizon_of(env))
+        info["reptile_config"] = {"name": REPTILE_CHOSEN, **dataclasses.asdict(run_cfg)}
+    horizon = horizon_of(env)
     start = time.perf_counter()
     baseline_kwargs = dict(
         algo=run_cfg.baseline_algo,
@@ -856,6 +859,24 @@ REPTILE_SWEEP: dict[str, tuple[dict[str, Any], float]] = {
 }
 
 
+#: the sweep's configuration that the other experiments run as "reptile" (best after 2-3 steps on PointMass)
+REPTILE_CHOSEN = "k3_lr0.3_fbx0.5"
+
+
+def reptile_config(cfg: RunConfig, horizon: int, name: str = REPTILE_CHOSEN) -> RunConfig:
+    """``cfg`` for the Reptile configuration ``name`` of :data:`REPTILE_SWEEP` at FOMAML's env steps under ``cfg``.
+
+    FOMAML samples ``iterations x meta_batch_size x fast_batch_size x horizon x 2`` env steps; Reptile with k inner
+    steps of e episodes per task gets that budget divided by ``meta_batch_size x e x horizon x k`` iterations.
+    """
+    algo_kwargs, episodes_factor = REPTILE_SWEEP[name]
+    budget = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * 2
+    episodes = max(1, round(cfg.fast_batch_size * episodes_factor))
+    k = int(algo_kwargs.get("n_inner_steps", 3))
+    iterations = max(1, round(budget / (cfg.meta_batch_size * episodes * horizon * k)))
+    return dataclasses.replace(cfg, iterations=iterations, fast_batch_size=episodes, algo_kwargs={**algo_kwargs, **(cfg.algo_kwargs or {})})
+
+
 def experiment_reptile_sweep(args: argparse.Namespace) -> None:
     """Reptile on PointMass (``--start``) for each entry of :data:`REPTILE_SWEEP`, at equal env steps.
 
@@ -879,11 +900,7 @@ def experiment_reptile_sweep(args: argparse.Namespace) -> None:
     if not args.plot_only:
         for seed in args.seeds:
             for name in names:
-                algo_kwargs, episodes_factor = REPTILE_SWEEP[name]
-                episodes = max(1, round(cfg.fast_batch_size * episodes_factor))
-                k = int(algo_kwargs.get("n_inner_steps", 3))
-                iterations = max(1, round(budget / (cfg.meta_batch_size * episodes * horizon * k)))
-                run_cfg = dataclasses.replace(cfg, iterations=iterations, fast_batch_size=episodes, algo_kwargs=algo_kwargs)
+                run_cfg = reptile_config(cfg, horizon, name)
                 run_one(out, "reptile-sweep", env_name, env_name, "reptile", seed, run_cfg, run_name=f"reptile_{name}")
     print(f"reptile sweep done in {time.perf_counter() - start:.1f} s")
     report_reptile_sweep(out, env_name)

@@ -102,6 +102,32 @@ def test_reproduce_reptile_sweep_at_equal_env_steps(tmp_path):
     assert "| k1 | 1 |" in table and "| k3_fbx0.5 | 1 |" in table
 
 
+def test_reproduce_reptile_runs_the_sweeps_chosen_configuration_at_fomamls_env_steps(tmp_path):
+    reproduce = load_example("reproduce")
+    out = str(tmp_path / "results")
+    reproduce.main(["pointmass", "--out", out, *TINY, "--iterations", "3", "--methods", "reptile"])
+    run = tmp_path / "results" / "runs" / "pointmass-origin"
+    info = reproduce.json.loads((run / "reptile_seed0.json").read_text())
+    assert info["reptile_config"]["name"] == reproduce.REPTILE_CHOSEN == "k3_lr0.3_fbx0.5"
+    model = Reptile.load(run / "reptile_seed0.zip")
+    # FOMAML: 3 iterations x 2 tasks x 2 episodes x 2 passes = 24 episodes; Reptile: 4 x 2 tasks x 1 episode x 3 steps
+    assert (model.n_inner_steps, model.inner_lr, model.fast_batch_size, model._n_iterations) == (3, 0.3, 1, 4)
+    rows = reproduce.read_csv(str(run / "reptile_seed0.csv"))
+    assert {float(r["adapt_lr"]) for r in rows} == {0.3}  # evaluated with its own inner step size
+
+
+def test_reproduce_frame_skip_runs_go_to_their_own_group(tmp_path):
+    reproduce = load_example("reproduce")
+    out = str(tmp_path / "results")
+    reproduce.main(["ant", "--out", out, *TINY, "--envs", "antvel", "--frame-skip", "5", "--methods", "random"])
+    run = tmp_path / "results" / "runs" / "antvel-fs5" / "random_seed0.json"
+    assert reproduce.json.loads(run.read_text())["config"]["frame_skip"] == 5
+    assert not (tmp_path / "results" / "runs" / "antvel").exists()
+    reproduce.main(["report", "--out", out])
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert "## Ant goal velocity, frame_skip 5:" in summary and "This group: frame_skip 5, dt = 0.05 s." in summary
+
+
 def test_report_statistics():
     reproduce = load_example("reproduce")
     a = {"mean_return": 1.0, "stderr": 0.5}

@@ -23,14 +23,18 @@ class Reptile(MetaAlgorithm):
     Paper: https://arxiv.org/abs/1803.02999
 
     Per task, ``n_inner_steps`` VPG steps on fresh episodes give θ_i; then θ ← θ + ε · mean_i(θ_i − θ).
-    With one inner step Reptile is plain policy gradient on the task mixture, hence ``n_inner_steps=3``.
+    With one inner step Reptile is plain policy gradient on the task mixture, hence ``n_inner_steps=3``. The inner
+    step is larger than MAML's 0.1: Reptile's outer update is the mean of its inner steps, so its size sets how far
+    the initialisation moves (PointMass sweep, ``reproduce.py reptile-sweep``: after one test-time step −59 with
+    0.1, −30 with 0.3, −16 with 0.5, at equal env steps; docs/results.md). Adapt it the way it was meta-trained:
+    ``n_inner_steps`` steps of ``inner_lr`` (``adapt`` and ``evaluate_adaptation`` use ``inner_lr`` by default).
 
     :param policy: The policy model to use (MlpPolicy)
     :param env: a task distribution, a registered id, a task VecEnv or an SB3 VecEnv of task distributions
         (``make_vec_env``), with ``meta_batch_size * fast_batch_size`` sub-envs
     :param meta_batch_size: tasks per meta-iteration (40)
     :param fast_batch_size: episodes per task and sampling pass (20)
-    :param inner_lr: α, inner VPG learning rate (0.1)
+    :param inner_lr: α, inner VPG learning rate (0.3, from the PointMass sweep)
     :param n_inner_steps: inner steps per task, each on fresh episodes (3)
     :param outer_lr: ε, the outer step size (1.0: the mean adapted parameters)
     :param anneal_outer_lr: anneal ε linearly to 0 over ``total_timesteps``
@@ -57,7 +61,7 @@ class Reptile(MetaAlgorithm):
         env: GymEnv | str | None,
         meta_batch_size: int = 40,
         fast_batch_size: int = 20,
-        inner_lr: float = 0.1,
+        inner_lr: float = 0.3,
         n_inner_steps: int = 3,
         outer_lr: float = 1.0,
         anneal_outer_lr: bool = False,
