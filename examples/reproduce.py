@@ -253,7 +253,7 @@ def meta_model(method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, 
     hyperparams = load_hyperparams(method, "pointmass" if env_name.startswith("pointmass") else env_name)
     kwargs = {k: v for k, v in hyperparams.items() if k not in NON_ALGO_KEYS}
     kwargs.update(meta_batch_size=cfg.meta_batch_size, fast_batch_size=cfg.fast_batch_size, **overrides)
-    if cfg.target_kl is not None:
+    if cfg.target_kl is not None and method != "reptile":  # Reptile has no trust region
         kwargs["target_kl"] = cfg.target_kl
     if cfg.hidden_size is not None:
         kwargs["policy_kwargs"] = dict(net_arch=dict(pi=[cfg.hidden_size] * 2, vf=[]))

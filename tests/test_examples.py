@@ -12,7 +12,7 @@ from conftest import (
     load_example,
 )
 
-from sb3_meta import AdaptationResult, Reptile
+from sb3_meta import FOMAML, AdaptationResult, Reptile
 
 
 def test_reproduce_pointmass_skip_and_report(tmp_path, capsys):
@@ -114,6 +114,16 @@ def test_reproduce_reptile_runs_the_sweeps_chosen_configuration_at_fomamls_env_s
     assert (model.n_inner_steps, model.inner_lr, model.fast_batch_size, model._n_iterations) == (3, 0.3, 1, 4)
     rows = reproduce.read_csv(str(run / "reptile_seed0.csv"))
     assert {float(r["adapt_lr"]) for r in rows} == {0.3}  # evaluated with its own inner step size
+
+
+def test_reproduce_cheetah_runs_every_meta_learner(tmp_path):
+    """The HalfCheetah budget carries a trust region (target_kl): MAML/FOMAML take it, Reptile has none."""
+    reproduce = load_example("reproduce")
+    out = str(tmp_path / "results")
+    reproduce.main(["cheetah", "--out", out, *TINY, "--methods", "fomaml", "reptile"])
+    run = tmp_path / "results" / "runs" / "halfcheetahdir"
+    assert FOMAML.load(run / "fomaml_seed0.zip").target_kl == 0.02  # the HalfCheetahDir budgets' bound
+    assert Reptile.load(run / "reptile_seed0.zip").inner_lr == 0.3
 
 
 def test_reproduce_frame_skip_runs_go_to_their_own_group(tmp_path):
