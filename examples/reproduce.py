@@ -874,7 +874,9 @@ def reptile_config(cfg: RunConfig, horizon: int, name: str = REPTILE_CHOSEN) -> 
     episodes = max(1, round(cfg.fast_batch_size * episodes_factor))
     k = int(algo_kwargs.get("n_inner_steps", 3))
     iterations = max(1, round(budget / (cfg.meta_batch_size * episodes * horizon * k)))
-    return dataclasses.replace(cfg, iterations=iterations, fast_batch_size=episodes, algo_kwargs={**algo_kwargs, **(cfg.algo_kwargs or {})})
+    return dataclasses.replace(
+        cfg, iterations=iterations, fast_batch_size=episodes, algo_kwargs={**algo_kwargs, **(cfg.algo_kwargs or {})}
+    )
 
 
 def experiment_reptile_sweep(args: argparse.Namespace) -> None:

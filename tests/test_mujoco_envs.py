@@ -290,7 +290,9 @@ def test_batched_equals_single_bitwise(env_cls) -> None:
     # at Ant-v5's 0.05 s step, random actions make the ant jump above healthy_z_range within 40 steps: unhealthy
     # terminations and their automatic resets are compared too (at the default 0.02 s they rarely come so early)
     kwargs = dict(frame_skip=5) if ant else {}
-    counts = compare_batched_with_single(lambda: env_cls(max_episode_steps=40, seed=1, **kwargs), n_envs=4, n_steps=100, seed=11)
+    counts = compare_batched_with_single(
+        lambda: env_cls(max_episode_steps=40, seed=1, **kwargs), n_envs=4, n_steps=100, seed=11
+    )
     if ant:
         assert counts["terminated"] >= 1 and counts["truncated"] >= 1
         assert counts["terminated"] + counts["truncated"] >= 8
