@@ -95,7 +95,7 @@ def test_reproduce_reptile_sweep_at_equal_env_steps(tmp_path):
     # FOMAML's budget: 3 iterations x 2 tasks x 2 episodes x 2 passes; Reptile's: iterations x 2 tasks x episodes x k
     assert (configs["k1"]["iterations"], configs["k1"]["fast_batch_size"]) == (6, 2)
     assert (configs["k3_fbx0.5"]["iterations"], configs["k3_fbx0.5"]["fast_batch_size"]) == (4, 1)
-    assert configs["k3_fbx0.5"]["algo_kwargs"] == {"n_inner_steps": 3}
+    assert configs["k3_fbx0.5"]["algo_kwargs"] == {"n_inner_steps": 3, "inner_lr": 0.1}
     model = Reptile.load(runs / "reptile_k3_fbx0.5_seed0.zip")
     assert model.n_inner_steps == 3 and model.fast_batch_size == 1 and model._n_iterations == 4
     table = (tmp_path / "results" / "reptile_sweep" / "reptile_sweep.md").read_text()
