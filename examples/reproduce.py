@@ -937,9 +937,9 @@ def report_reptile_sweep(out: str, env_name: str) -> None:
         "Made by `examples/reproduce.py reptile-sweep` from the runs under "
         f"`{os.path.join(out, 'runs', env_name)}`: every configuration at FOMAML's env-step budget, evaluated on the "
         "same held-out goals with its own inner step size. Names: kK = K inner VPG steps per task (each on fresh "
-        "episodes), lrA = inner step A (0.1 where no lr is named), fbxF = F times the budget's episodes per inner step, epsE = outer "
-        "step E (default 1), anneal = outer step annealed linearly from 1 to 0. Mean return ± standard error over "
-        "tasks x seeds.",
+        "episodes), lrA = inner step A (0.1 where no lr is named), fbxF = F times the budget's episodes per inner "
+        "step, epsE = outer step E (default 1), anneal = outer step annealed linearly from 1 to 0. Mean return ± "
+        "standard error over tasks x seeds.",
         "",
         *markdown_table(["configuration", "seeds", *[steps_label(k) for k in range(max_steps + 1)]], lines),
     ]

@@ -191,3 +191,19 @@ TINY = [
     "--seeds", "0", "--iterations", "1", "--meta-batch-size", "2", "--fast-batch-size", "2", "--max-episode-steps", "5",
     "--hidden-size", "8", "--n-test-tasks", "3", "--test-episodes", "2", "--test-steps", "2",
 ]  # fmt: skip
+
+
+def test_reptile_displacement_prints_the_coherence_of_the_update(monkeypatch, capsys):
+    script = load_example("reptile_displacement")
+    argv = ["x", "--inner-lrs", "0.1", "1.0", "--iterations", "2", "--meta-batch-size", "4", "--fast-batch-size", "2"]
+    monkeypatch.setattr("sys.argv", argv)
+    script.main()
+    rows = [
+        line.split("|")[1:-1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| 0.1") or line.startswith("| 1.0")
+    ]
+    assert len(rows) == 2
+    for _, per_task, mean, coherence, bound, _ in rows:
+        assert 0 < float(mean) <= float(per_task) and 0 < float(coherence) <= 1 and float(bound) == 0.5
+    assert float(rows[1][1]) > float(rows[0][1])  # a 10x inner step moves each task further

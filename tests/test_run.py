@@ -321,6 +321,28 @@ def test_reptile_logs_the_return_of_its_last_sampled_batch_under_its_own_name(tm
     assert len(model.ep_info_buffer) == 3 * model.env.num_envs  # the episodes of all three inner batches
 
 
+def test_reptile_logs_how_far_the_tasks_and_their_mean_moved():
+    """update_norm = ‖mean_i(θ_i − θ)‖, task_displacement_norm = mean_i ‖θ_i − θ‖, their ratio the coherence."""
+    model = Reptile("MlpPolicy", point_mass(), n_inner_steps=2, **small_kwargs())
+    model.set_logger(configure(None, []))
+    recorded = {}
+    outer_step = model._outer_step
+
+    def spy(result):
+        theta = {k: v.clone() for k, v in model.meta_parameters().items()}
+        recorded["d"] = th.cat([(result.adapted[k] - theta[k].unsqueeze(0)).flatten(1) for k in theta], dim=1).double()
+        return outer_step(result)
+
+    model._outer_step = spy
+    model.learn(1, log_interval=None)
+    logged, d = model.logger.name_to_value, recorded["d"]
+    assert d.shape[0] == model.meta_batch_size and d.abs().sum() > 0
+    assert logged["train/update_norm"] == pytest.approx(float(d.mean(0).norm()), rel=1e-5)
+    assert logged["train/task_displacement_norm"] == pytest.approx(float(d.norm(dim=1).mean()), rel=1e-5)
+    coherence = logged["train/update_coherence"]
+    assert coherence == pytest.approx(float(d.mean(0).norm() / d.norm(dim=1).mean()), rel=1e-5) and 0 < coherence <= 1
+
+
 def test_logger_keys(tmp_path):
     model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(), **FAST_TRPO)
     model.set_logger(configure(str(tmp_path), ["csv"]))

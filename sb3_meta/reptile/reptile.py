@@ -113,4 +113,14 @@ class Reptile(MetaAlgorithm):
             return None
         self._load_meta_parameters({k: theta[k] + epsilon * update[k] for k in theta})
         norm = float(th.sqrt(sum((u**2).sum() for u in update.values())))  # type: ignore[arg-type]  # sum of tensors: a Tensor
-        return {"train/outer_lr": epsilon, "train/update_norm": norm}
+        # how far each task moved, ‖θ_i − θ‖, against how far their mean moved: coherence 1 means every task moved the
+        # same way (the update is multi-task policy gradient), 1/√n that the task-specific parts cancel
+        per_task = th.sqrt(sum(((adapted[k] - theta[k].unsqueeze(0)) ** 2).flatten(1).sum(1) for k in theta))  # type: ignore[arg-type]
+        displacement = float(per_task.mean())
+        coherence = norm / displacement if displacement > 0 else float("nan")
+        return {
+            "train/outer_lr": epsilon,
+            "train/update_norm": norm,
+            "train/task_displacement_norm": displacement,
+            "train/update_coherence": coherence,
+        }
