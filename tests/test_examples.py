@@ -185,6 +185,17 @@ def test_inspect_episodes_prints_lengths_returns_and_log_std(tmp_path, capsys):
     assert f"mean log-std {log_std:.3f}" in out
     returns = [float(x) for x in out.split("returns [")[1].split("]")[0].split(",")]
     assert len(returns) == 2 and all(r < 0 for r in returns)  # negative distances to the goal
+    assert "ended early: 0 of 2; median length 100" in out
+
+
+def test_inspect_episodes_of_an_untrained_ant_counts_the_episodes_that_end_early(capsys):
+    inspect = load_example("inspect_episodes")
+    inspect.main(["random", "--algo", "fomaml", "--env", "antvel", "--episodes", "6", "--frame-skip", "5"])
+    out = capsys.readouterr().out
+    lengths = [int(x) for x in out.split("lengths [")[1].split("]")[0].split(",")]
+    early = sum(n < 200 for n in lengths)
+    assert "0 training updates" in out and f"ended early: {early} of 6; median length {np.median(lengths):.0f}" in out
+    assert early >= 1  # at Ant-v5's 0.05 s step the random Ant jumps out of the healthy range within its horizon
 
 
 TINY = [
