@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train.py: env 
 
 from train import ALGOS, make_env
 
+from sb3_meta.envs.builders import env_horizon
+
 CLASSES = {**ALGOS, "trpo": TRPO, "ppo": PPO}
 
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     updates = getattr(model, "_n_iterations", None) if args.algo in ALGOS else getattr(model, "_n_updates", None)
     print(f"{args.path}: {args.episodes} episodes on {args.env}; {updates} training updates, {model.num_timesteps:,} steps")
     print(f"  lengths {list(map(int, lengths))}")
-    horizon = getattr(venv.envs[0].unwrapped, "max_episode_steps", None)  # the task distribution's horizon
+    horizon = env_horizon(venv.envs[0])
     early = sum(int(n) < horizon for n in lengths) if horizon else None
     print(f"  ended early: {early} of {len(lengths)}; median length {float(np.median(lengths)):.0f}")
     print(f"  returns {[round(float(r), 1) for r in returns]}")

@@ -72,6 +72,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train.py: env 
 
 from train import ALGOS, NON_ALGO_KEYS, load_hyperparams, make_env
 
+from sb3_meta import MAML
 from sb3_meta.common.baselines import BASELINE_POLICY_KWARGS, make_mixture_vec_env, make_random, train_oracle, train_pretrained
 from sb3_meta.common.callbacks import StopTrainingOnIterations
 from sb3_meta.common.evaluation import evaluate_adaptation, sample_eval_tasks
@@ -211,9 +212,17 @@ def env_kwargs(env_name: str, cfg: RunConfig) -> dict[str, Any]:
     return kwargs
 
 
+def frame_skip_of(env_name: str, cfg: RunConfig) -> int:
+    """The MuJoCo substeps per env step that ``cfg`` gives ``env_name``: ``--frame-skip``, else the env's default."""
+    return cfg.frame_skip if cfg.frame_skip is not None else int(build_env(env_name, cfg).frame_skip)
+
+
 def results_group(env_name: str, cfg: RunConfig) -> str:
-    """Sub-folder of ``runs/``: the env, with ``-fs<N>`` when ``--frame-skip`` overrides the env's default time step."""
-    return env_name if cfg.frame_skip is None else f"{env_name}-fs{cfg.frame_skip}"
+    """Sub-folder of ``runs/``: the env, with ``-fs<N>`` when ``--frame-skip`` gives another time step than the env's
+    default (so runs at different time steps never share, or skip for, each other's files)."""
+    if cfg.frame_skip is None or cfg.frame_skip == frame_skip_of(env_name, dataclasses.replace(cfg, frame_skip=None)):
+        return env_name
+    return f"{env_name}-fs{cfg.frame_skip}"
 
 
 def build_env(env_name: str, cfg: RunConfig) -> Any:
@@ -253,7 +262,7 @@ def meta_model(method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, 
     hyperparams = load_hyperparams(method, "pointmass" if env_name.startswith("pointmass") else env_name)
     kwargs = {k: v for k, v in hyperparams.items() if k not in NON_ALGO_KEYS}
     kwargs.update(meta_batch_size=cfg.meta_batch_size, fast_batch_size=cfg.fast_batch_size, **overrides)
-    if cfg.target_kl is not None and method != "reptile":  # Reptile has no trust region
+    if cfg.target_kl is not None and issubclass(ALGOS[method], MAML):  # a TRPO outer step (MAML, FOMAML); not Reptile
         kwargs["target_kl"] = cfg.target_kl
     if cfg.hidden_size is not None:
         kwargs["policy_kwargs"] = dict(net_arch=dict(pi=[cfg.hidden_size] * 2, vf=[]))
@@ -476,7 +485,7 @@ def run_one(
     run_cfg = dataclasses.replace(cfg, **meta_overrides)
     env = build_env(env_name, run_cfg)
     info: dict[str, Any] = {}
-    if method == "reptile" and run_name is None:  # the sweep's chosen configuration, at FOMAML's env steps
+    if method == "reptile" and run_cfg.algo_kwargs is None:  # no configuration given: the sweep's chosen one
         run_cfg = reptile_config(run_cfg, horizon_of(env))
         info["reptile_config"] = {"name": REPTILE_CHOSEN, **dataclasses.asdict(run_cfg)}
     horizon = horizon_of(env)
@@ -677,8 +686,8 @@ def experiment_curves(args: argparse.Namespace) -> None:
     """
     out = os.path.join(args.out, "curves")
     cfg = dataclasses.replace(make_config(args, "curves"), baseline_budget="updates")
-    # the group names the time step: runs at different frame skips never share (or skip for) each other's files
-    group = f"{args.env}-fs{cfg.frame_skip or build_env(args.env, cfg).frame_skip}"
+    # curves compare time steps: their group always names it
+    group = f"{args.env}-fs{frame_skip_of(args.env, cfg)}"
     methods = check_methods(args.methods)
     print(f"curves ({group}): {cfg}")
     start = time.perf_counter()

@@ -11,43 +11,35 @@ task-specific parts cancel), and the last batch's return gain over the pre-adapt
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import tempfile
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
 from sb3_meta import Reptile
 from sb3_meta.envs import PointMassTasks
+from sb3_meta.envs.builders import env_horizon
+
+#: the logged values read back, one row per meta-iteration (SB3's CSV logger, ``log_interval=1``)
+KEYS = (
+    "train/task_displacement_norm",
+    "train/update_norm",
+    "train/update_coherence",
+    "rollout/pre_adapt_return",
+    "rollout/last_inner_batch_return",
+)
 
 
-class RecordIterations(BaseCallback):
-    """Keeps the logger's values of each meta-iteration (read at the start of the next one and at the end)."""
-
-    KEYS = (
-        "train/task_displacement_norm",
-        "train/update_norm",
-        "train/update_coherence",
-        "rollout/pre_adapt_return",
-        "rollout/last_inner_batch_return",
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[dict[str, float]] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        self._keep()
-
-    def _on_training_end(self) -> None:
-        self._keep()
-
-    def _keep(self) -> None:
-        values = self.model.logger.name_to_value
-        if all(k in values for k in self.KEYS):
-            self.rows.append({k: float(values[k]) for k in self.KEYS})
+def logged_iterations(model: Reptile, total_timesteps: int) -> list[dict[str, float]]:
+    """Train ``model`` with SB3's CSV logger and return the ``KEYS`` of every meta-iteration it logged."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.set_logger(configure(folder, ["csv"]))
+        model.learn(total_timesteps, log_interval=1)
+        model.logger.close()
+        with open(os.path.join(folder, "progress.csv")) as f:
+            return [{k: float(row[k]) for k in KEYS} for row in csv.DictReader(f) if all(row.get(k) for k in KEYS)]
 
 
 def main() -> None:
@@ -72,13 +64,10 @@ def main() -> None:
             fast_batch_size=args.fast_batch_size,
             seed=args.seed,
         )
-        model.set_logger(configure(None, []))
-        horizon = 100
+        horizon = env_horizon(env)
         steps = args.iterations * args.meta_batch_size * args.fast_batch_size * horizon * args.n_inner_steps
-        record = RecordIterations()
-        model.learn(steps, callback=record, log_interval=None)
-        rows = record.rows
-        med = {k: float(np.median([r[k] for r in rows])) for k in RecordIterations.KEYS}
+        rows = logged_iterations(model, steps)
+        med = {k: float(np.median([r[k] for r in rows])) for k in KEYS}
         gain = float(np.median([r["rollout/last_inner_batch_return"] - r["rollout/pre_adapt_return"] for r in rows]))
         print(
             f"| {inner_lr} | {med['train/task_displacement_norm']:.3f} | {med['train/update_norm']:.3f} | "

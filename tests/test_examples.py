@@ -132,6 +132,11 @@ def test_reproduce_frame_skip_runs_go_to_their_own_group(tmp_path):
     reproduce.main(["ant", "--out", out, *TINY, "--envs", "antvel", "--frame-skip", "5", "--methods", "random"])
     run = tmp_path / "results" / "runs" / "antvel-fs5" / "random_seed0.json"
     assert reproduce.json.loads(run.read_text())["config"]["frame_skip"] == 5
+    config = reproduce.RunConfig(**reproduce.json.loads(run.read_text())["config"])
+    assert reproduce.build_env("antvel", config).dt == 0.05  # the env really stepped Ant-v5's time step
+    # the default time step, named or not, is the default group
+    assert reproduce.results_group("antvel", reproduce.dataclasses.replace(config, frame_skip=2)) == "antvel"
+    assert reproduce.results_group("antvel", reproduce.dataclasses.replace(config, frame_skip=None)) == "antvel"
     assert not (tmp_path / "results" / "runs" / "antvel").exists()
     reproduce.main(["report", "--out", out])
     summary = (tmp_path / "results" / "summary.md").read_text()
