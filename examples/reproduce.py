@@ -272,7 +272,7 @@ def meta_model(method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, 
 
 def train_meta(model: Any, cfg: RunConfig, horizon: int) -> int:
     """Meta-train for exactly ``cfg.iterations`` meta-iterations; return the env steps they sampled."""
-    passes = model.n_inner_steps + int(model._needs_post_adaptation_batch)
+    passes = model.sampling_passes
     nominal = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * passes
     stop = StopTrainingOnIterations(cfg.iterations)
     model.learn(nominal, callback=stop)  # ends at the budget, or at the iteration count when episodes end early
@@ -407,7 +407,7 @@ def train_meta_resumable(
         print(f"[{group}/{name}] resumed at iteration {model._n_iterations} ({train_s_before:.0f} s trained before)")
     else:
         model = meta_model(method, env, env_name, seed, cfg)
-    passes = model.n_inner_steps + int(model._needs_post_adaptation_batch)
+    passes = model.sampling_passes
     nominal = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon_of(env) * passes
     remaining = cfg.iterations - model._n_iterations
     _, log_path = checkpoint_paths(out, group, name, model.num_timesteps)
@@ -866,6 +866,16 @@ REPTILE_SWEEP: dict[str, tuple[dict[str, Any], float]] = {
     "k5_lr0.3": (dict(n_inner_steps=5, inner_lr=0.3), 1.0),
     "k3_lr0.3_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.3), 0.5),
     "k3_lr0.3_eps2": (dict(n_inner_steps=3, inner_lr=0.3, outer_lr=2.0), 1.0),
+    # third round: the original Reptile's variants, from the chosen configuration. reuse: every inner step on the
+    # first pass's episodes (one pass per iteration, so three times the iterations at equal env steps)
+    "k3_lr0.3_fbx0.5_reuse": (dict(n_inner_steps=3, inner_lr=0.3, reuse_inner_episodes=True), 0.5),
+    "k3_lr0.3_reuse": (dict(n_inner_steps=3, inner_lr=0.3, reuse_inner_episodes=True), 1.0),
+    "k10_lr0.1_reuse": (dict(n_inner_steps=10, inner_lr=0.1, reuse_inner_episodes=True), 1.0),
+    # adamA: Adam with β1 = 0 as the inner optimiser, step A (its first step is ~A per parameter, hence small A)
+    "k3_adam0.003_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.003, inner_optimizer="adam"), 0.5),
+    "k3_adam0.01_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.01, inner_optimizer="adam"), 0.5),
+    "k3_adam0.03_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.03, inner_optimizer="adam"), 0.5),
+    "k3_adam0.01_fbx0.5_reuse": (dict(n_inner_steps=3, inner_lr=0.01, inner_optimizer="adam", reuse_inner_episodes=True), 0.5),
 }
 
 
@@ -877,13 +887,14 @@ def reptile_config(cfg: RunConfig, horizon: int, name: str = REPTILE_CHOSEN) -> 
     """``cfg`` for the Reptile configuration ``name`` of :data:`REPTILE_SWEEP` at FOMAML's env steps under ``cfg``.
 
     FOMAML samples ``iterations x meta_batch_size x fast_batch_size x horizon x 2`` env steps; Reptile with k inner
-    steps of e episodes per task gets that budget divided by ``meta_batch_size x e x horizon x k`` iterations.
+    steps of e episodes per task gets that budget divided by ``meta_batch_size x e x horizon x k`` iterations (x 1
+    instead of x k when its inner steps reuse one pass's episodes).
     """
     algo_kwargs, episodes_factor = REPTILE_SWEEP[name]
     budget = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon * 2
     episodes = max(1, round(cfg.fast_batch_size * episodes_factor))
-    k = int(algo_kwargs.get("n_inner_steps", 3))
-    iterations = max(1, round(budget / (cfg.meta_batch_size * episodes * horizon * k)))
+    passes = 1 if algo_kwargs.get("reuse_inner_episodes") else int(algo_kwargs.get("n_inner_steps", 3))
+    iterations = max(1, round(budget / (cfg.meta_batch_size * episodes * horizon * passes)))
     return dataclasses.replace(
         cfg, iterations=iterations, fast_batch_size=episodes, algo_kwargs={**algo_kwargs, **(cfg.algo_kwargs or {})}
     )
@@ -913,7 +924,17 @@ def experiment_reptile_sweep(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             for name in names:
                 run_cfg = reptile_config(cfg, horizon, name)
-                run_one(out, "reptile-sweep", env_name, env_name, "reptile", seed, run_cfg, run_name=f"reptile_{name}")
+                failed = os.path.join(out, "runs", env_name, f"reptile_{name}_seed{seed}.failed")
+                try:
+                    run_one(out, "reptile-sweep", env_name, env_name, "reptile", seed, run_cfg, run_name=f"reptile_{name}")
+                except RuntimeError as error:  # a configuration that diverges is a result: recorded, the sweep goes on
+                    print(f"[{env_name}/reptile_{name}_seed{seed}] failed: {error}")
+                    os.makedirs(os.path.dirname(failed), exist_ok=True)
+                    with open(failed, "w") as f:
+                        f.write(f"{error}\n")
+                else:
+                    if os.path.exists(failed):
+                        os.remove(failed)
     print(f"reptile sweep done in {time.perf_counter() - start:.1f} s")
     report_reptile_sweep(out, env_name)
 
@@ -940,6 +961,11 @@ def report_reptile_sweep(out: str, env_name: str) -> None:
     max_steps = max(max(t) for t in table.values())
     order = [n for n in REPTILE_SWEEP if n in table] + sorted(set(table) - set(REPTILE_SWEEP))
     lines = [[n, table[n][0]["n_seeds"], *[_fmt(table[n].get(k)) for k in range(max_steps + 1)]] for n in order]
+    for path in sorted(find_files(os.path.join(out, "runs", env_name), ".failed")):  # diverged: no returns
+        name, seed = os.path.basename(path).removeprefix("reptile_").removesuffix(".failed").split("_seed")
+        with open(path) as f:
+            why = f.read().split(":")[0].strip()
+        lines.append([name, f"seed {seed} failed", why, *[""] * max_steps])
     md = [
         f"# Reptile sweep: {env_title(env_name)}",
         "",
@@ -947,8 +973,9 @@ def report_reptile_sweep(out: str, env_name: str) -> None:
         f"`{os.path.join(out, 'runs', env_name)}`: every configuration at FOMAML's env-step budget, evaluated on the "
         "same held-out goals with its own inner step size. Names: kK = K inner VPG steps per task (each on fresh "
         "episodes), lrA = inner step A (0.1 where no lr is named), fbxF = F times the budget's episodes per inner "
-        "step, epsE = outer step E (default 1), anneal = outer step annealed linearly from 1 to 0. Mean return ± "
-        "standard error over tasks x seeds.",
+        "step, epsE = outer step E (default 1), anneal = outer step annealed linearly from 1 to 0, reuse = every "
+        "inner step on the first pass's episodes (one pass per iteration; also at test time), adamA = Adam with "
+        "β1 = 0 as the inner optimiser, step A (also at test time). Mean return ± standard error over tasks x seeds.",
         "",
         *markdown_table(["configuration", "seeds", *[steps_label(k) for k in range(max_steps + 1)]], lines),
     ]

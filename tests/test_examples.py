@@ -89,12 +89,18 @@ def test_reproduce_curves_give_equal_updates_and_batches(tmp_path):
 def test_reproduce_reptile_sweep_at_equal_env_steps(tmp_path):
     reproduce = load_example("reproduce")
     out = str(tmp_path / "results")
-    reproduce.main(["reptile-sweep", "--out", out, *TINY, "--iterations", "3", "--configs", "k1", "k3_fbx0.5"])
+    names = ("k1", "k3_fbx0.5", "k3_adam0.01_fbx0.5_reuse")
+    reproduce.main(["reptile-sweep", "--out", out, *TINY, "--iterations", "3", "--configs", *names])
     runs = tmp_path / "results" / "reptile_sweep" / "runs" / "pointmass-origin"
-    configs = {n: reproduce.json.loads((runs / f"reptile_{n}_seed0.json").read_text())["config"] for n in ("k1", "k3_fbx0.5")}
+    configs = {n: reproduce.json.loads((runs / f"reptile_{n}_seed0.json").read_text())["config"] for n in names}
     # FOMAML's budget: 3 iterations x 2 tasks x 2 episodes x 2 passes; Reptile's: iterations x 2 tasks x episodes x k
+    # passes (one pass when the k steps reuse its episodes)
     assert (configs["k1"]["iterations"], configs["k1"]["fast_batch_size"]) == (6, 2)
     assert (configs["k3_fbx0.5"]["iterations"], configs["k3_fbx0.5"]["fast_batch_size"]) == (4, 1)
+    reuse = configs["k3_adam0.01_fbx0.5_reuse"]
+    assert (reuse["iterations"], reuse["fast_batch_size"]) == (12, 1)
+    variant = Reptile.load(runs / "reptile_k3_adam0.01_fbx0.5_reuse_seed0.zip")
+    assert variant.inner_optimizer == "adam" and variant.reuse_inner_episodes and variant.num_timesteps == 3 * 2 * 2 * 2 * 5
     assert configs["k3_fbx0.5"]["algo_kwargs"] == {"n_inner_steps": 3, "inner_lr": 0.1}
     model = Reptile.load(runs / "reptile_k3_fbx0.5_seed0.zip")
     assert model.n_inner_steps == 3 and model.fast_batch_size == 1 and model._n_iterations == 4

@@ -39,17 +39,19 @@ class StepCounter(BaseCallback):
         return True
 
 
-@pytest.mark.parametrize("name", list(ALGOS))
+@pytest.mark.parametrize("name", [*ALGOS, "Reptile-reuse"])
 def test_learn_counts_every_vec_env_step(name):
-    cls, extra = ALGOS[name]
+    cls, extra = ALGOS[name] if name in ALGOS else (Reptile, dict(n_inner_steps=3, reuse_inner_episodes=True))
     model = cls("MlpPolicy", point_mass(), **small_kwargs(meta_batch_size=2, fast_batch_size=3), **extra)
     n_envs = 2 * 3
     assert model.env.num_envs == n_envs
     before = model.meta_parameters()
     counter = StepCounter()
     model.learn(1, callback=counter)  # one whole meta-iteration
-    # sampling passes per iteration: one per inner step, plus the post-adaptation one for MAML/FOMAML
-    passes = model.n_inner_steps + int(name != "Reptile")
+    # sampling passes per iteration: one per inner step (one for all when they reuse it), plus the post-adaptation
+    # one for MAML/FOMAML
+    passes = {"MAML": 2, "FOMAML": 2, "Reptile": 2, "Reptile-reuse": 1}[name]
+    assert model.sampling_passes == passes
     assert counter.n_steps == passes * HORIZON  # episodes never end early (goal_radius=0)
     assert model.num_timesteps == passes * HORIZON * n_envs
     assert counter.timesteps == [n_envs * (i + 1) for i in range(counter.n_steps)]

@@ -15,7 +15,13 @@ from sb3_meta import FOMAML, MAML, Reptile
 from sb3_meta.envs import make_task_vec_env
 
 FAST_TRPO = dict(cg_max_steps=3, line_search_max_iter=5)
-ALGOS = {"FOMAML": (FOMAML, FAST_TRPO), "MAML": (MAML, FAST_TRPO), "Reptile": (Reptile, dict(n_inner_steps=2))}
+ALGOS = {
+    "FOMAML": (FOMAML, FAST_TRPO),
+    "MAML": (MAML, FAST_TRPO),
+    "Reptile": (Reptile, dict(n_inner_steps=2)),
+    # the original Reptile's variants: Adam (β1 = 0) inner steps, all on the first pass's episodes
+    "Reptile-adam-reuse": (Reptile, dict(n_inner_steps=3, inner_lr=0.01, inner_optimizer="adam", reuse_inner_episodes=True)),
+}
 
 
 def obs_batch(model, n: int = 5) -> np.ndarray:
@@ -69,6 +75,7 @@ ENVS = {"point_mass": point_mass, "bandit": bandit, "bandit_vec_env": bandit_vec
         ("FOMAML", "point_mass"),
         ("MAML", "point_mass"),
         ("Reptile", "point_mass"),
+        ("Reptile-adam-reuse", "point_mass"),
         ("FOMAML", "bandit"),  # the DummyVecEnv fallback: per-sub-env RNGs in the checkpoint
         ("MAML", "bandit"),
         ("Reptile", "bandit"),

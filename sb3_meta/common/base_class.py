@@ -88,6 +88,11 @@ class MetaAlgorithm(BaseAlgorithm):
     policy: MetaActorCriticPolicy
     #: whether the outer step needs episodes sampled with the adapted parameters (MAML: yes, Reptile: no)
     _needs_post_adaptation_batch: ClassVar[bool] = True
+    #: the inner step's optimiser (:data:`~sb3_meta.common.meta_gradient.INNER_OPTIMIZERS`; Reptile takes it as a
+    #: parameter) and whether every inner step reuses the first pass's episodes; class defaults, so that a model
+    #: saved before these existed loads with the behaviour it was trained with
+    inner_optimizer: str = "sgd"
+    reuse_inner_episodes: bool = False
 
     def __init__(
         self,
@@ -279,7 +284,7 @@ class MetaAlgorithm(BaseAlgorithm):
 
     def make_objective(self) -> MetaObjective:
         """The per-task losses of this algorithm (first order here; :class:`~sb3_meta.MAML` overrides it)."""
-        return MetaObjective(self.policy, self.inner_lr, first_order=True)
+        return MetaObjective(self.policy, self.inner_lr, first_order=True, inner_optimizer=self.inner_optimizer)
 
     @property
     def objective(self) -> MetaObjective:
@@ -291,11 +296,29 @@ class MetaAlgorithm(BaseAlgorithm):
         :param venv: the VecEnv it will sample, if not the model's own (its horizon counts when the model has none)
         :param horizon: the horizon of the env it will sample, used unless the model sets ``max_episode_steps``
         """
+        if self.reuse_inner_episodes and self._needs_post_adaptation_batch:
+            raise ValueError(
+                "reuse_inner_episodes is a Reptile option: MAML/FOMAML's meta-gradient replays the VPG steps on the "
+                "episodes of each inner step; set reuse_inner_episodes=False"
+            )
         if self.max_episode_steps is None and horizon is not None:
             horizon = check_int("horizon", horizon)
         else:
             horizon = self._horizon(venv)
-        return InnerLoop(self.make_objective(), horizon, self.gamma, self.gae_lambda, self.normalize_advantage)
+        return InnerLoop(
+            self.make_objective(),
+            horizon,
+            self.gamma,
+            self.gae_lambda,
+            self.normalize_advantage,
+            reuse_episodes=self.reuse_inner_episodes,
+        )
+
+    @property
+    def sampling_passes(self) -> int:
+        """Sampling passes of ``meta_batch_size x fast_batch_size`` episodes per meta-iteration: one per inner step
+        (one in all when the steps reuse the first pass's episodes), plus the post-adaptation pass of MAML/FOMAML."""
+        return (1 if self.reuse_inner_episodes else self.n_inner_steps) + int(self._needs_post_adaptation_batch)
 
     def meta_parameters(self) -> Params:
         """The meta-parameters θ (detached copies)."""

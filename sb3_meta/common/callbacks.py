@@ -252,7 +252,7 @@ def _nominal_rollout_steps(model: object) -> tuple[int, str] | None:
             horizon = model.inner_loop().horizon
         except ValueError:  # no horizon known: the first iteration raises a clear error anyway
             return None
-        passes = model.n_inner_steps + int(model._needs_post_adaptation_batch)
+        passes = model.sampling_passes
         steps = model.meta_batch_size * model.fast_batch_size * horizon * passes
         how = (
             f"meta_batch_size {model.meta_batch_size} x fast_batch_size {model.fast_batch_size} x horizon {horizon} "

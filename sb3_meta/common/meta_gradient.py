@@ -4,6 +4,8 @@ Notation: θ meta-parameters, task i with inner batches D_i^(0..n-1) and outer b
 L_i(θ) = −E_{D_i}[log π_θ(a|s) Â], inner learning rate α.
 
 - inner step (all algorithms):     θ_i = θ − α ∇L_i(θ)                          (:meth:`MetaObjective.adapt`)
+- or Adam with β1 = 0 (first order): v_i ← β2 v_i + (1 − β2) g_i²,  θ_i ← θ_i − α g_i / (√(v_i / (1 − β2^s)) + ϵ)
+- a step on reused episodes (Reptile): L_i(θ) = −E_{D_i^(0)}[min(r Â, clip(r, 1 ± c) Â)],  r = π_θ(a|s)/π_{θ^(0)}(a|s)
 - MAML outer objective (TRPO):      max mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â]  s.t.  mean_i KL(π_old ‖ π_{θ_i(θ)}) ≤ δ
 - MAML meta-gradient:               g = mean_i J_iᵀ ∇s_i(θ_i),  J_i = ∂θ_i/∂θ = I − α∇²L_i(θ)   (:class:`OuterProblem`)
 - MAML KL Hessian at θ_old:         H = mean_i J_iᵀ F_i J_i                                     (:class:`OuterProblem`)
@@ -15,6 +17,7 @@ Parameter sets are dicts name → tensor; a *stacked* set has a leading task dim
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch as th
@@ -22,7 +25,11 @@ from torch.func import grad, jvp, vmap
 
 from sb3_meta.common.policies import DistParams, MetaActorCriticPolicy, Params
 
-__all__ = ["MetaObjective", "OuterProblem", "flatten", "stack_params", "unflatten"]
+__all__ = ["INNER_OPTIMIZERS", "AdamMoments", "MetaObjective", "OuterProblem", "flatten", "stack_params", "unflatten"]
+
+#: The inner step's optimisers: ``"sgd"`` (the VPG step θ − α∇L) and ``"adam"`` (Adam with β1 = 0, as the
+#: inner optimiser of the original Reptile code; its second moments start afresh for each adaptation).
+INNER_OPTIMIZERS = ("sgd", "adam")
 
 Batch = dict[str, th.Tensor]
 
@@ -49,24 +56,68 @@ def _masked_mean(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
     return th.where(mask > 0, x, th.zeros_like(x)).sum() / mask.sum().clamp_min(1.0)
 
 
+@dataclasses.dataclass
+class AdamMoments:
+    """The state of the ``"adam"`` inner optimiser over one adaptation: per-task second moments, steps taken."""
+
+    second_moment: Params | None = None
+    steps: int = 0
+
+
 class MetaObjective:
     """Per-task losses of one meta-policy and their task-batched derivatives.
 
     :param policy: the meta-policy (its functional actor is used; its own parameters are not touched)
     :param inner_lr: α, the inner (adaptation) learning rate
     :param first_order: FOMAML: no gradient through the inner update (J = I)
+    :param inner_optimizer: ``"sgd"`` (θ − α∇L) or ``"adam"`` (Adam with β1 = 0; first order only: the second-order
+        meta-gradient differentiates the plain VPG step)
+    :param adam_beta2: β2 of the ``"adam"`` inner optimiser
+    :param adam_eps: ϵ of the ``"adam"`` inner optimiser
     """
 
-    def __init__(self, policy: MetaActorCriticPolicy, inner_lr: float, first_order: bool) -> None:
+    def __init__(
+        self,
+        policy: MetaActorCriticPolicy,
+        inner_lr: float,
+        first_order: bool,
+        inner_optimizer: str = "sgd",
+        adam_beta2: float = 0.999,
+        adam_eps: float = 1e-8,
+    ) -> None:
+        if inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {inner_optimizer!r}")
+        if inner_optimizer != "sgd" and not first_order:
+            raise ValueError(
+                f"inner_optimizer={inner_optimizer!r} needs a first-order meta-gradient (FOMAML, Reptile): "
+                "second-order MAML differentiates the VPG step θ − α∇L; use inner_optimizer='sgd'"
+            )
         self.policy = policy
         self.inner_lr = inner_lr
         self.first_order = first_order
+        self.inner_optimizer = inner_optimizer
+        self.adam_beta2 = adam_beta2
+        self.adam_eps = adam_eps
+
+    #: c of PPO's clipped surrogate in :meth:`reused_inner_loss` (PPO's default)
+    reuse_clip_range: float = 0.2
 
     # --- per-task scalar functions (un-batched; vmap adds the task dimension) -----------------------------
     def inner_loss(self, params: Params, batch: Batch) -> th.Tensor:
         """VPG loss L_i(θ) = −mean_t log π_θ(a_t|s_t) Â_t over the task's valid steps."""
         dist = self.policy.functional_dist_params(params, batch["obs"])
         return -_masked_mean(self.policy.log_prob(dist, batch["actions"]) * batch["advantages"], batch["mask"])
+
+    def reused_inner_loss(self, params: Params, batch: Batch) -> th.Tensor:
+        """L_i on episodes sampled by another policy π_b: PPO's clipped surrogate, −mean_t min(r_t Â_t, clip(r_t,
+        1 − c, 1 + c) Â_t) with r_t = π_θ(a_t|s_t)/π_b(a_t|s_t) and c = :attr:`reuse_clip_range` (``batch`` holds log π_b
+        as ``behaviour_log_prob``). Its gradient at π_θ = π_b is the VPG gradient. Why not simpler losses (measured on
+        PointMass, docs/results.md): the plain VPG loss on reused episodes keeps raising the likelihood of the same
+        actions and drove the parameters to non-finite values; the unclipped ratio did too, at the inner step 0.3."""
+        dist = self.policy.functional_dist_params(params, batch["obs"])
+        ratio = th.exp(self.policy.log_prob(dist, batch["actions"]) - batch["behaviour_log_prob"])
+        advantages, c = batch["advantages"], self.reuse_clip_range
+        return -_masked_mean(th.minimum(ratio * advantages, ratio.clamp(1 - c, 1 + c) * advantages), batch["mask"])
 
     def surrogate(self, params: Params, batch: Batch, old_log_prob: th.Tensor) -> th.Tensor:
         """TRPO surrogate E[π_θ(a|s) / π_old(a|s) · Â] (to maximise)."""
@@ -85,17 +136,41 @@ class MetaObjective:
 
     # --- inner loop -------------------------------------------------------------------------------------
     def inner_step(
-        self, params: Params, batch: Batch, shared: bool, create_graph: bool, step_size: float | None = None
+        self,
+        params: Params,
+        batch: Batch,
+        shared: bool,
+        create_graph: bool,
+        step_size: float | None = None,
+        moments: AdamMoments | None = None,
+        reused: bool = False,
     ) -> Params:
-        """θ_i = θ − α ∇L_i(θ) for every task at once. ``shared``: ``params`` is one set for all tasks.
+        """θ_i = θ − α ∇L_i(θ) for every task at once (or Adam's step). ``shared``: ``params`` is one set for all tasks.
 
         ``step_size``: α for this step (default ``inner_lr``; test-time adaptation may use a schedule).
+        ``moments``: the ``"adam"`` optimiser's state over this adaptation, updated in place (None: a first step).
+        ``reused``: ``batch`` was sampled by an earlier policy (its ``behaviour_log_prob``): :meth:`reused_inner_loss`.
         """
-        grads = vmap(grad(self.inner_loss), in_dims=(None if shared else 0, 0))(params, batch)
+        loss = self.reused_inner_loss if reused else self.inner_loss
+        grads = vmap(grad(loss), in_dims=(None if shared else 0, 0))(params, batch)
         if not create_graph:
             grads = {k: g.detach() for k, g in grads.items()}
         alpha = self.inner_lr if step_size is None else step_size
+        if self.inner_optimizer == "adam":
+            grads = self._adam_direction(grads, AdamMoments() if moments is None else moments)
         return {k: params[k] - alpha * grads[k] for k in params}
+
+    def _adam_direction(self, grads: Params, moments: AdamMoments) -> Params:
+        """g / (√v̂ + ϵ), with v ← β2 v + (1 − β2) g² and v̂ = v / (1 − β2^s): Adam's step with β1 = 0, as the original
+        Reptile code's inner optimiser (no momentum: each step follows the gradient of its own episodes)."""
+        beta2 = self.adam_beta2
+        previous = moments.second_moment
+        moments.second_moment = {
+            k: (1 - beta2) * g.square() + (0.0 if previous is None else beta2 * previous[k]) for k, g in grads.items()
+        }
+        moments.steps += 1
+        correction = 1 - beta2**moments.steps
+        return {k: g / ((moments.second_moment[k] / correction).sqrt() + self.adam_eps) for k, g in grads.items()}
 
     def adapt(self, theta: Params, inner_batches: list[Batch], create_graph: bool = False) -> tuple[Params, list[Params]]:
         """Run the inner steps from θ on the stored inner batches.
@@ -107,11 +182,11 @@ class MetaObjective:
         """
         n_tasks = inner_batches[0]["obs"].shape[0]
         path: list[Params] = []
-        params, shared = theta, True
+        params, shared, moments = theta, True, AdamMoments()
         for batch in inner_batches:
             stacked = stack_params(params, n_tasks) if shared else params
             path.append({k: v.detach() for k, v in stacked.items()})
-            params = self.inner_step(params, batch, shared=shared, create_graph=create_graph)
+            params = self.inner_step(params, batch, shared=shared, create_graph=create_graph, moments=moments)
             shared = False
         return params, path
 

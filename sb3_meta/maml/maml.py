@@ -124,7 +124,7 @@ class MAML(MetaAlgorithm):
         )
 
     def make_objective(self) -> MetaObjective:
-        return MetaObjective(self.policy, self.inner_lr, first_order=self.first_order)
+        return MetaObjective(self.policy, self.inner_lr, first_order=self.first_order, inner_optimizer=self.inner_optimizer)
 
     def _outer_step(self, result: InnerLoopResult) -> dict[str, float] | None:
         objective = self.make_objective()

@@ -9,6 +9,7 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_meta.common.adaptation import InnerLoopResult
 from sb3_meta.common.base_class import MetaAlgorithm
+from sb3_meta.common.meta_gradient import INNER_OPTIMIZERS
 from sb3_meta.common.policies import MetaActorCriticPolicy
 from sb3_meta.common.utils import check_positive_float
 from sb3_meta.reptile.policies import MlpPolicy
@@ -22,7 +23,9 @@ class Reptile(MetaAlgorithm):
 
     Paper: https://arxiv.org/abs/1803.02999
 
-    Per task, ``n_inner_steps`` VPG steps on fresh episodes give θ_i; then θ ← θ + ε · mean_i(θ_i − θ).
+    Per task, ``n_inner_steps`` VPG steps on fresh episodes give θ_i; then θ ← θ + ε · mean_i(θ_i − θ). The original
+    Reptile's variants are options: Adam with β1 = 0 as the inner optimiser (``inner_optimizer="adam"``) and every
+    inner step on the same episodes (``reuse_inner_episodes=True``, one sampling pass per iteration).
     With one inner step Reptile is plain policy gradient on the task mixture, hence ``n_inner_steps=3``. The inner
     step is larger than MAML's 0.1: Reptile's outer update is the mean of its inner steps, so its size sets how far
     the initialisation moves (PointMass sweep, ``reproduce.py reptile-sweep``: after one test-time step −59 with
@@ -36,6 +39,14 @@ class Reptile(MetaAlgorithm):
     :param fast_batch_size: episodes per task and sampling pass (20)
     :param inner_lr: α, inner VPG learning rate (0.3, from the PointMass sweep)
     :param n_inner_steps: inner steps per task, each on fresh episodes (3)
+    :param inner_optimizer: ``"sgd"``, the VPG step θ_i − α∇L_i (default), or ``"adam"``: Adam with β1 = 0 and
+        β2 = 0.999 (the original Reptile code's inner optimiser), step size ``inner_lr``, its second moments started
+        afresh for each adaptation (training, ``adapt`` and evaluation alike); its first step is about
+        ``inner_lr`` per parameter in the gradient's sign, so it wants a far smaller ``inner_lr`` than ``"sgd"``
+    :param reuse_inner_episodes: compute every inner step on the episodes of the first pass (original Reptile: k steps
+        on the same data), the steps after the first on PPO's clipped surrogate (the policy has moved away from the
+        one that sampled them), one sampling pass per iteration instead of ``n_inner_steps``; ``adapt`` and
+        evaluation adapt the same way (the passes they sample after steps 1..k−1 only measure the return)
     :param outer_lr: ε, the outer step size (1.0: the mean adapted parameters)
     :param anneal_outer_lr: anneal ε linearly to 0 over ``total_timesteps``
     :param gamma: discount factor (0.99)
@@ -63,6 +74,8 @@ class Reptile(MetaAlgorithm):
         fast_batch_size: int = 20,
         inner_lr: float = 0.3,
         n_inner_steps: int = 3,
+        inner_optimizer: str = "sgd",
+        reuse_inner_episodes: bool = False,
         outer_lr: float = 1.0,
         anneal_outer_lr: bool = False,
         gamma: float = 0.99,
@@ -78,6 +91,10 @@ class Reptile(MetaAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {inner_optimizer!r}")
+        self.inner_optimizer = inner_optimizer
+        self.reuse_inner_episodes = bool(reuse_inner_episodes)
         self.outer_lr = check_positive_float("outer_lr", outer_lr)
         self.anneal_outer_lr = bool(anneal_outer_lr)
         super().__init__(
