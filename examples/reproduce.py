@@ -843,6 +843,9 @@ def experiment_ablation(args: argparse.Namespace) -> None:
     print(f"ablation done in {time.perf_counter() - start:.1f} s")
 
 
+#: the inner steps of a "reuse_noclip" sweep entry: on reused episodes, the unclipped probability ratio
+REUSE_NOCLIP: dict[str, Any] = dict(reuse_inner_episodes=True, reuse_clip_range=None)
+
 #: The Reptile sweep (issue "Reptile that adapts"): one factor at a time around the defaults (3 inner VPG steps of
 #: 0.1 on fresh episodes, the budget's episodes per inner step, epsilon = 1), at FOMAML's env-step budget.
 #: Name -> (Reptile arguments, episodes per inner step as a multiple of the budget's fast_batch_size).
@@ -875,6 +878,9 @@ REPTILE_SWEEP: dict[str, tuple[dict[str, Any], float]] = {
     "k3_adam0.003_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.003, inner_optimizer="adam"), 0.5),
     "k3_adam0.01_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.01, inner_optimizer="adam"), 0.5),
     "k3_adam0.03_fbx0.5": (dict(n_inner_steps=3, inner_lr=0.03, inner_optimizer="adam"), 0.5),
+    # noclip: the unclipped probability ratio instead of PPO's clipped surrogate
+    "k3_lr0.3_fbx0.5_reuse_noclip": (dict(REUSE_NOCLIP, n_inner_steps=3, inner_lr=0.3), 0.5),
+    "k3_lr0.3_reuse_noclip": (dict(REUSE_NOCLIP, n_inner_steps=3, inner_lr=0.3), 1.0),
     "k3_adam0.01_fbx0.5_reuse": (dict(n_inner_steps=3, inner_lr=0.01, inner_optimizer="adam", reuse_inner_episodes=True), 0.5),
 }
 

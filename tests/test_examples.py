@@ -13,6 +13,7 @@ from conftest import (
 )
 
 from sb3_meta import FOMAML, AdaptationResult, Reptile
+from sb3_meta.envs import PointMassTasks
 
 
 def test_reproduce_pointmass_skip_and_report(tmp_path, capsys):
@@ -229,3 +230,17 @@ def test_reptile_displacement_prints_the_coherence_of_the_update(monkeypatch, ca
     for _, per_task, mean, coherence, bound, _ in rows:
         assert 0 < float(mean) <= float(per_task) and 0 < float(coherence) <= 1 and float(bound) == 0.5
     assert float(rows[1][1]) > float(rows[0][1])  # a 10x inner step moves each task further
+
+
+def test_reptile_reuse_ratios(tmp_path, capsys):
+    script = load_example("reptile_reuse_ratios")
+    model = Reptile("MlpPolicy", PointMassTasks(), reuse_inner_episodes=True, meta_batch_size=2, fast_batch_size=2, seed=0)
+    shares = script.ratio_shares(model, n_tasks=3, n_episodes=2, seed=0)
+    assert sum(shares[k] for k in ("clipped", "active_wrong_side", "active_right_side")) == pytest.approx(1.0)
+    assert shares["median_abs_log_ratio"] > 0
+    model.inner_lr = 1e-9  # a vanishing step leaves every ratio at 1: nothing clipped
+    tiny = script.ratio_shares(model, n_tasks=3, n_episodes=2, seed=0)
+    assert tiny["clipped"] == 0.0 and tiny["median_abs_log_ratio"] < 1e-6
+    model.save(tmp_path / "reptile.zip")
+    script.main([str(tmp_path / "reptile.zip"), "--tasks", "2", "--episodes", "2"])
+    assert "clipped" in capsys.readouterr().out

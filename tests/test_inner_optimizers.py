@@ -100,6 +100,12 @@ def test_reused_loss_gradient_is_the_vpg_gradient_at_the_behaviour_policy(point_
     moved = objective.inner_step(vpg, reused, shared=False, create_graph=False, reused=True)
     plain = objective.inner_step(vpg, flat, shared=False, create_graph=False)
     assert max_abs_diff(moved, plain) > 1e-6
+    # unclipped (reuse_clip_range=None): the same gradient at the behaviour policy, another one past the clip
+    unclipped = MetaObjective(policy, 0.5, first_order=True, reuse_clip_range=None)
+    assert max_abs_diff(unclipped.inner_step(stacked, reused, shared=False, create_graph=False, reused=True), vpg) < 1e-12
+    ratio = th.exp(unclipped.old_policy(vpg, flat)[0] - reused["behaviour_log_prob"])[flat["mask"] > 0]
+    assert float((ratio - 1).abs().max()) > 0.2  # some samples are past the clip range, so the two losses differ
+    assert max_abs_diff(unclipped.inner_step(vpg, reused, shared=False, create_graph=False, reused=True), moved) > 1e-6
 
 
 def test_reused_episodes_steps_on_the_first_pass_only():

@@ -93,6 +93,7 @@ class MetaAlgorithm(BaseAlgorithm):
     #: saved before these existed loads with the behaviour it was trained with
     inner_optimizer: str = "sgd"
     reuse_inner_episodes: bool = False
+    reuse_clip_range: float | None = 0.2
 
     def __init__(
         self,
@@ -284,7 +285,13 @@ class MetaAlgorithm(BaseAlgorithm):
 
     def make_objective(self) -> MetaObjective:
         """The per-task losses of this algorithm (first order here; :class:`~sb3_meta.MAML` overrides it)."""
-        return MetaObjective(self.policy, self.inner_lr, first_order=True, inner_optimizer=self.inner_optimizer)
+        return MetaObjective(
+            self.policy,
+            self.inner_lr,
+            first_order=True,
+            inner_optimizer=self.inner_optimizer,
+            reuse_clip_range=self.reuse_clip_range,
+        )
 
     @property
     def objective(self) -> MetaObjective:

@@ -74,6 +74,7 @@ class MetaObjective:
         meta-gradient differentiates the plain VPG step)
     :param adam_beta2: β2 of the ``"adam"`` inner optimiser
     :param adam_eps: ϵ of the ``"adam"`` inner optimiser
+    :param reuse_clip_range: c of PPO's clipped surrogate for inner steps on reused episodes (None: unclipped ratio)
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class MetaObjective:
         inner_optimizer: str = "sgd",
         adam_beta2: float = 0.999,
         adam_eps: float = 1e-8,
+        reuse_clip_range: float | None = 0.2,
     ) -> None:
         if inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {inner_optimizer!r}")
@@ -98,9 +100,7 @@ class MetaObjective:
         self.inner_optimizer = inner_optimizer
         self.adam_beta2 = adam_beta2
         self.adam_eps = adam_eps
-
-    #: c of PPO's clipped surrogate in :meth:`reused_inner_loss` (PPO's default)
-    reuse_clip_range: float = 0.2
+        self.reuse_clip_range = reuse_clip_range
 
     # --- per-task scalar functions (un-batched; vmap adds the task dimension) -----------------------------
     def inner_loss(self, params: Params, batch: Batch) -> th.Tensor:
@@ -110,13 +110,15 @@ class MetaObjective:
 
     def reused_inner_loss(self, params: Params, batch: Batch) -> th.Tensor:
         """L_i on episodes sampled by another policy π_b: PPO's clipped surrogate, −mean_t min(r_t Â_t, clip(r_t,
-        1 − c, 1 + c) Â_t) with r_t = π_θ(a_t|s_t)/π_b(a_t|s_t) and c = :attr:`reuse_clip_range` (``batch`` holds log π_b
-        as ``behaviour_log_prob``). Its gradient at π_θ = π_b is the VPG gradient. Why not simpler losses (measured on
-        PointMass, docs/results.md): the plain VPG loss on reused episodes keeps raising the likelihood of the same
-        actions and drove the parameters to non-finite values; the unclipped ratio did too, at the inner step 0.3."""
+        1 − c, 1 + c) Â_t) with r_t = π_θ(a_t|s_t)/π_b(a_t|s_t) and c = ``reuse_clip_range`` (None: −mean_t r_t Â_t;
+        ``batch`` holds log π_b as ``behaviour_log_prob``). Its gradient at π_θ = π_b is the VPG gradient. Not the
+        plain VPG loss: on reused episodes it keeps raising the likelihood of the same actions (measured on PointMass,
+        docs/results.md: parameters non-finite within 2M env steps)."""
         dist = self.policy.functional_dist_params(params, batch["obs"])
         ratio = th.exp(self.policy.log_prob(dist, batch["actions"]) - batch["behaviour_log_prob"])
         advantages, c = batch["advantages"], self.reuse_clip_range
+        if c is None:  # the plain importance-weighted loss
+            return -_masked_mean(ratio * advantages, batch["mask"])
         return -_masked_mean(th.minimum(ratio * advantages, ratio.clamp(1 - c, 1 + c) * advantages), batch["mask"])
 
     def surrogate(self, params: Params, batch: Batch, old_log_prob: th.Tensor) -> th.Tensor:

@@ -47,6 +47,7 @@ class Reptile(MetaAlgorithm):
         on the same data), the steps after the first on PPO's clipped surrogate (the policy has moved away from the
         one that sampled them), one sampling pass per iteration instead of ``n_inner_steps``; ``adapt`` and
         evaluation adapt the same way (the passes they sample after steps 1..k−1 only measure the return)
+    :param reuse_clip_range: c of that clipped surrogate (0.2, PPO's); None: the unclipped probability ratio
     :param outer_lr: ε, the outer step size (1.0: the mean adapted parameters)
     :param anneal_outer_lr: anneal ε linearly to 0 over ``total_timesteps``
     :param gamma: discount factor (0.99)
@@ -76,6 +77,7 @@ class Reptile(MetaAlgorithm):
         n_inner_steps: int = 3,
         inner_optimizer: str = "sgd",
         reuse_inner_episodes: bool = False,
+        reuse_clip_range: float | None = 0.2,
         outer_lr: float = 1.0,
         anneal_outer_lr: bool = False,
         gamma: float = 0.99,
@@ -95,6 +97,9 @@ class Reptile(MetaAlgorithm):
             raise ValueError(f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {inner_optimizer!r}")
         self.inner_optimizer = inner_optimizer
         self.reuse_inner_episodes = bool(reuse_inner_episodes)
+        if reuse_clip_range is not None:
+            reuse_clip_range = check_positive_float("reuse_clip_range", reuse_clip_range)
+        self.reuse_clip_range = reuse_clip_range
         self.outer_lr = check_positive_float("outer_lr", outer_lr)
         self.anneal_outer_lr = bool(anneal_outer_lr)
         super().__init__(
