@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
-# The MuJoCo runs of the results docs at the MAML paper's budgets, in priority order (AntVel FOMAML early: Ant is
-# the open question). Each command skips the
-# runs already finished (their CSV under results/runs/) and resumes a run in progress from its checkpoint
-# (results/checkpoints/, written every 3 minutes; bit for bit for the meta-learners), so this script can be
-# stopped at any time and started again in the next sitting:  bash examples/mujoco_runs.sh
+# The MuJoCo runs of the results docs at the MAML paper's budgets, in priority order, as two streams that run side
+# by side (one per core of the 2-core development machine): A the TRPO baselines and Ant, B the meta-learners on
+# HalfCheetah. Each command skips the runs already finished (their CSV under results/runs/) and resumes a run in
+# progress from its checkpoint (results/checkpoints/, written every 3 minutes; bit for bit for the meta-learners),
+# so this script can be stopped at any time and started again in the next sitting:
+#
+#   bash examples/mujoco_runs.sh              # both streams (each run belongs to one stream: no run twice at once)
+#   STREAM=a bash examples/mujoco_runs.sh     # one stream only (a or b)
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results}  # OUT=/abs/path/results to run from another checkout (e.g. a git worktree of the last commit)
+STREAM=${STREAM:-both}
 R="python examples/reproduce.py cheetah --budget paper --out $OUT"
-$R --envs halfcheetahdir --methods fomaml --seeds 0
-$R --envs halfcheetahdir --methods random --seeds 0
-$R --envs halfcheetahdir --methods maml --seeds 0
-$R --envs halfcheetahdir --methods pretrained --seeds 0
-$R --envs halfcheetahdir --methods reptile --seeds 0  # the sweep's configuration at FOMAML's env steps
 # AntVel at the original batch and rllab's 0.02 s step (the default); FOMAML continues from the learning-curve
 # run's checkpoint (same configuration, iteration 58), see docs/results.md
 A="python examples/reproduce.py ant --envs antvel --budget paper --out $OUT"
-$A --methods fomaml --seeds 0
-$R --envs halfcheetahdir --methods fomaml --seeds 1
-$R --envs halfcheetahdir --methods maml --seeds 1
-$R --envs halfcheetahdir --methods oracle --seeds 0
-$R --envs halfcheetahvel --methods fomaml pretrained maml random oracle --seeds 0
-$R --envs halfcheetahvel --methods fomaml maml --seeds 1
-$A --methods pretrained maml random oracle --seeds 0
+
+stream_a() {
+  $R --envs halfcheetahdir --methods pretrained --seeds 0
+  $R --envs halfcheetahdir --methods oracle --seeds 0
+  $A --methods fomaml --seeds 0
+  $A --methods pretrained --seeds 0
+  $R --envs halfcheetahvel --methods pretrained oracle --seeds 0
+  $A --methods maml random oracle --seeds 0
+}
+
+stream_b() {
+  $R --envs halfcheetahdir --methods fomaml random maml --seeds 0
+  $R --envs halfcheetahdir --methods reptile --seeds 0  # the sweep's configuration at FOMAML's env steps
+  $R --envs halfcheetahdir --methods fomaml --seeds 1
+  $R --envs halfcheetahvel --methods fomaml random --seeds 0
+  $R --envs halfcheetahdir --methods maml --seeds 1
+  $R --envs halfcheetahvel --methods maml --seeds 0
+  $R --envs halfcheetahvel --methods fomaml maml --seeds 1
+}
+
+case "$STREAM" in
+  a) stream_a ;;
+  b) stream_b ;;
+  both) stream_a & stream_b & wait ;;
+  *) echo "STREAM must be a, b or both, got $STREAM" >&2; exit 2 ;;
+esac
