@@ -198,6 +198,7 @@ def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
         frame_skip=getattr(args, "frame_skip", None),
         hidden_size=args.hidden_size,
         device=args.device,
+        algo_kwargs=None if getattr(args, "inner_lr", None) is None else {"inner_lr": args.inner_lr},
     )
 
 
@@ -1389,6 +1390,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--baseline-n-envs", type=int, default=None, help="baselines' sub-envs (episodes/update)")
     common.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S, help="seconds between checkpoints")
     common.add_argument("--target-kl", type=float, default=None, help="trust region of the TRPO steps (overrides the budget)")
+    common.add_argument(
+        "--inner-lr",
+        type=float,
+        default=None,
+        help="the meta-learners' inner step size (default: the YAML's); e.g. 1e-8 makes FOMAML/MAML's outer step TRPO on "
+        "the task mixture with their own advantages (a diagnostic; use another --out: runs are named by method and seed)",
+    )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="experiment", required=True)
