@@ -244,3 +244,37 @@ def test_reptile_reuse_ratios(tmp_path, capsys):
     model.save(tmp_path / "reptile.zip")
     script.main([str(tmp_path / "reptile.zip"), "--tasks", "2", "--episodes", "2"])
     assert "clipped" in capsys.readouterr().out
+
+
+def test_reproduce_inner_lr_reaches_the_meta_learner_and_its_record(tmp_path):
+    """``--inner-lr`` (the Ant diagnosis' vanishing inner step) sets the meta-learners' step and names itself."""
+    reproduce = load_example("reproduce")
+    out = str(tmp_path / "results")
+    reproduce.main(["pointmass", "--out", out, *TINY, "--methods", "fomaml", "reptile", "--inner-lr", "1e-8"])
+    run = tmp_path / "results" / "runs" / "pointmass-origin"
+    assert FOMAML.load(run / "fomaml_seed0.zip").inner_lr == 1e-8
+    reptile_info = reproduce.json.loads((run / "reptile_seed0.json").read_text())
+    assert Reptile.load(run / "reptile_seed0.zip").inner_lr == 1e-8 and "reptile_config" not in reptile_info  # no sweep
+    assert reptile_info["config"]["algo_kwargs"] == {"inner_lr": 1e-8}
+
+
+def test_step_size_probe_evaluates_each_step_size_on_the_same_tasks_and_episodes(tmp_path, capsys):
+    probe = load_example("step_size_probe")
+    model = fomaml()
+    model.save(tmp_path / "model.zip")
+    out = tmp_path / "probe.csv"
+    argv = [str(tmp_path / "model.zip"), "--algo", "fomaml", "--env", "pointmass-origin", "--step-sizes", "0.1", "1.0"]
+    probe.main([*argv, "--steps", "1", "--n-tasks", "3", "--episodes", "2", "--out", str(out)])
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step_size"], r["steps"]) for r in rows] == [("0.1", "0"), ("0.1", "1"), ("1.0", "0"), ("1.0", "1")]
+    assert rows[0]["mean_return"] == rows[2]["mean_return"]  # before adaptation both step sizes see the same episodes
+    env = PointMassTasks(start="origin")
+    tasks = probe.sample_eval_tasks(env, 3, seed=2017)
+    expected = probe.evaluate_adaptation(model, env, tasks=tasks, n_steps=1, n_episodes=2, seed=0, adapt_lr=1.0)
+    assert float(rows[3]["mean_return"]) == pytest.approx(float(expected.mean[1]))
+    gain = expected.returns[:, 1] - expected.returns[:, 0]
+    assert float(rows[3]["mean_gain"]) == pytest.approx(float(gain.mean()))
+    assert "step 1: mean return after 0..1 steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        probe.main([*argv[:4], "--step-sizes", "0"])
