@@ -739,6 +739,9 @@ def curve_series(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
     }
 
 
+LOG_STD_KL = (("log_std", ".3f"), ("kl", ".4f"))  # the curves table's per-update columns and their formats
+
+
 def report_curves(out: str, env_name: str) -> None:
     """``<out>/<env>.md`` (milestones every 10 iterations) and ``<out>/<env>-curves.png`` from the progress logs."""
     import matplotlib
@@ -781,14 +784,15 @@ def report_curves(out: str, env_name: str) -> None:
             if i < len(s["iteration"]):
                 window = slice(max(0, i - 4), i + 1)  # mean of the last 5 updates: one batch is noisy
                 post = f"{np.nanmean(s['post_return'][window]):.1f}" if "post_return" in s else ""
-                lines.append(
-                    [name, k, f"{np.nanmean(s['return'][window]):.1f}", post, f"{s['log_std'][i]:.3f}", f"{s['kl'][i]:.4f}"]
-                )
+                log_std, kl = (f"{s[key][i]:{spec}}" if np.isfinite(s[key][i]) else "" for key, spec in LOG_STD_KL)
+                lines.append([name, k, f"{np.nanmean(s['return'][window]):.1f}", post, log_std, kl])
     md = [
         f"# Learning curves at equal updates and batch: {env_title(env_name)}",
         "",
         "Made by `examples/reproduce.py curves` from the per-iteration logs under "
-        f"`{folder}`. Returns: mean over the update's batch, averaged over the last 5 updates up to that one.",
+        f"`{os.path.relpath(folder)}`. Returns: mean over the update's batch, averaged over the last 5 updates up to that "
+        "one. KL of the update's step: the meta-learners' is summed over the action dimensions (the MAML code's), "
+        "sb3-contrib TRPO's is their mean; TRPO's last update has no log-std/KL (SB3 logs train/* at the next update).",
         "",
         *markdown_table(["run", "update", "return (pre-adaptation / TRPO)", "after 1 step", "log-std", "KL"], lines),
     ]

@@ -84,6 +84,9 @@ def test_reproduce_curves_give_equal_updates_and_batches(tmp_path):
     assert info["baseline_target_kl"] == pytest.approx(0.01 / 8)  # the meta-learners' trust region, per action dim
     table = (curves / "antvel-fs2.md").read_text()
     assert "| fomaml_seed0 | 3 |" in table and "| pretrained_seed0 | 3 |" in table
+    assert "nan" not in table  # TRPO's last update logs no train/* values: an empty cell, not nan
+    last_trpo_row = table.split("| pretrained_seed0 | 3 |")[1].split("\n")[0]
+    assert last_trpo_row.endswith("|  |  |"), last_trpo_row
     assert (curves / "antvel-fs2-curves.png").stat().st_size > 0
 
 
