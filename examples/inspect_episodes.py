@@ -16,24 +16,20 @@ import os
 import sys
 
 import numpy as np
-from sb3_contrib import TRPO
-from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train.py: env names
 
-from train import ALGOS, make_env
+from train import MODEL_CLASSES, make_env, training_updates
 
 from sb3_meta.envs.builders import env_horizon
-
-CLASSES = {**ALGOS, "trpo": TRPO, "ppo": PPO}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", help="a saved model (.zip), or 'random': a new --algo model (its initial policy)")
-    parser.add_argument("--algo", required=True, choices=sorted(CLASSES), help="class of the saved model")
+    parser.add_argument("--algo", required=True, choices=sorted(MODEL_CLASSES), help="class of the saved model")
     parser.add_argument("--env", required=True, help="env name of examples/train.py (pointmass, antvel, ...) or an id")
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -42,16 +38,15 @@ def main(argv: list[str] | None = None) -> None:
 
     env_kwargs = {} if args.frame_skip is None else {"frame_skip": args.frame_skip}
     if args.path == "random":
-        model = CLASSES[args.algo]("MlpPolicy", make_env(args.env, env_kwargs), seed=args.seed, device="cpu")
+        model = MODEL_CLASSES[args.algo]("MlpPolicy", make_env(args.env, env_kwargs), seed=args.seed, device="cpu")
     else:
-        model = CLASSES[args.algo].load(args.path, device="cpu")
+        model = MODEL_CLASSES[args.algo].load(args.path, device="cpu")
     venv = make_vec_env(lambda: make_env(args.env, env_kwargs), n_envs=args.episodes, seed=args.seed)
     returns, lengths = evaluate_policy(
         model, venv, n_eval_episodes=args.episodes, deterministic=False, return_episode_rewards=True
     )
     log_std = getattr(model.policy, "log_std", None)
-    # outer updates of a meta-learner (meta-iterations), policy updates of an SB3 model
-    updates = getattr(model, "_n_iterations", None) if args.algo in ALGOS else getattr(model, "_n_updates", None)
+    updates = training_updates(model)
     print(f"{args.path}: {args.episodes} episodes on {args.env}; {updates} training updates, {model.num_timesteps:,} steps")
     print(f"  lengths {list(map(int, lengths))}")
     horizon = env_horizon(venv.envs[0])

@@ -739,11 +739,10 @@ def curve_series(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
     }
 
 
-LOG_STD_KL = (("log_std", ".3f"), ("kl", ".4f"))  # the curves table's per-update columns and their formats
-
-
 def report_curves(out: str, env_name: str) -> None:
     """``<out>/<env>.md`` (milestones every 10 iterations) and ``<out>/<env>-curves.png`` from the progress logs."""
+    # the update's log-std and KL; a TRPO run's last update has none (nan in curve_series): an empty cell
+    train_columns = (("log_std", ".3f"), ("kl", ".4f"))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -784,7 +783,7 @@ def report_curves(out: str, env_name: str) -> None:
             if i < len(s["iteration"]):
                 window = slice(max(0, i - 4), i + 1)  # mean of the last 5 updates: one batch is noisy
                 post = f"{np.nanmean(s['post_return'][window]):.1f}" if "post_return" in s else ""
-                log_std, kl = (f"{s[key][i]:{spec}}" if np.isfinite(s[key][i]) else "" for key, spec in LOG_STD_KL)
+                log_std, kl = (f"{s[key][i]:{spec}}" if np.isfinite(s[key][i]) else "" for key, spec in train_columns)
                 lines.append([name, k, f"{np.nanmean(s['return'][window]):.1f}", post, log_std, kl])
     md = [
         f"# Learning curves at equal updates and batch: {env_title(env_name)}",

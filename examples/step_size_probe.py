@@ -22,23 +22,19 @@ import sys
 import time
 
 import numpy as np
-from sb3_contrib import TRPO
-from stable_baselines3 import PPO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train.py: env names
 
-from train import ALGOS, make_env
+from train import MODEL_CLASSES, make_env, training_updates
 
 from sb3_meta import evaluate_adaptation
 from sb3_meta.common.evaluation import sample_eval_tasks
-
-CLASSES = {**ALGOS, "trpo": TRPO, "ppo": PPO}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", help="a saved model (.zip)")
-    parser.add_argument("--algo", required=True, choices=sorted(CLASSES), help="class of the saved model")
+    parser.add_argument("--algo", required=True, choices=sorted(MODEL_CLASSES), help="class of the saved model")
     parser.add_argument("--env", required=True, help="env name of examples/train.py (pointmass, antvel, ...) or an id")
     parser.add_argument("--step-sizes", type=float, nargs="+", default=[0.1, 0.3, 1.0], help="constant step sizes")
     parser.add_argument("--steps", type=int, default=2, help="adaptation steps per step size (default 2)")
@@ -53,10 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     if any(a <= 0 for a in args.step_sizes):
         parser.error(f"--step-sizes must be positive, got {args.step_sizes}")
 
-    model = CLASSES[args.algo].load(args.path, device="cpu")
+    model = MODEL_CLASSES[args.algo].load(args.path, device="cpu")
     env = make_env(args.env, {})
     tasks = sample_eval_tasks(env, args.n_tasks, seed=args.eval_seed)
-    updates = getattr(model, "_n_iterations", None) if args.algo in ALGOS else getattr(model, "_n_updates", None)
+    updates = training_updates(model)
     print(f"{args.path}: {updates} training updates, {model.num_timesteps:,} env steps; {args.n_tasks} held-out tasks")
     rows = []
     for step_size in args.step_sizes:

@@ -33,6 +33,9 @@ try:
     import yaml
 except ImportError as e:  # pyyaml comes with the extras: pip install -e ".[extra]"
     raise ImportError('examples/train.py reads YAML defaults: pip install -e ".[extra]" (or pip install pyyaml)') from e
+from sb3_contrib import TRPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from torch import nn
 
@@ -42,6 +45,8 @@ from sb3_meta.common.base_class import MetaAlgorithm
 from sb3_meta.envs import AntDirTasks, AntVelTasks, HalfCheetahDirTasks, HalfCheetahVelTasks, PointMassTasks
 
 ALGOS: dict[str, type[MetaAlgorithm]] = {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile}
+#: Classes of the saved models the diagnostic scripts load: the meta-learners and reproduce.py's SB3 baselines.
+MODEL_CLASSES: dict[str, type[BaseAlgorithm]] = {**ALGOS, "trpo": TRPO, "ppo": PPO}
 #: Env names: (task-distribution class, constructor arguments). Registered ids work too (``gym.make``).
 ENVS: dict[str, tuple[type[gym.Env], dict[str, Any]]] = {
     "pointmass": (PointMassTasks, {"start": "random"}),
@@ -65,6 +70,12 @@ def make_env(name: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
     if name in gym.registry:
         return gym.make(name, **env_kwargs)
     raise ValueError(f"Unknown env {name!r}: use one of {sorted(ENVS)} or a registered id such as 'sb3_meta/AntVel-v0'")
+
+
+def training_updates(model: BaseAlgorithm) -> int | None:
+    """Outer updates that trained ``model``: meta-iterations of a meta-learner, policy updates of an SB3 model."""
+    # neither count is public: SB3 keeps ``_n_updates``, the meta-learners ``_n_iterations`` (SB3's iteration count)
+    return getattr(model, "_n_iterations" if isinstance(model, MetaAlgorithm) else "_n_updates", None)
 
 
 def parse_policy_kwargs(value: Any) -> dict[str, Any]:

@@ -281,3 +281,13 @@ def test_step_size_probe_evaluates_each_step_size_on_the_same_tasks_and_episodes
     assert "step 1: mean return after 0..1 steps" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         probe.main([*argv[:4], "--step-sizes", "0"])
+
+
+def test_training_updates_counts_meta_iterations_and_sb3_policy_updates():
+    train_script = load_example("train")
+    model = fomaml()
+    model.learn(1)
+    assert train_script.training_updates(model) == 1  # one meta-iteration
+    trpo = train_script.MODEL_CLASSES["trpo"]("MlpPolicy", PointMassTasks(max_episode_steps=5), n_steps=8, batch_size=8)
+    trpo.learn(16)
+    assert train_script.training_updates(trpo) == trpo._n_updates == 2  # one per rollout of n_steps
