@@ -33,7 +33,7 @@ def main() -> None:
         venv = make_task_vec_env(AntVelTasks(max_episode_steps=50, seed=0), 8, seed=0, **options)
         start = time.perf_counter()
         model = FOMAML("MlpPolicy", venv, **kwargs).learn(args.iterations * 8 * 50 * 2)
-        results[backend] = (model.policy.state_dict(), model._n_iterations, time.perf_counter() - start)
+        results[backend] = (model.policy.state_dict(), model.n_iterations, time.perf_counter() - start)
         venv.close()
     (ray_params, ray_its, ray_s), (local_params, local_its, local_s) = results["ray"], results["local"]
     same = ray_params.keys() == local_params.keys() and all(th.equal(ray_params[k], local_params[k]) for k in ray_params)

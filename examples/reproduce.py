@@ -405,12 +405,12 @@ def train_meta_resumable(
     resumed, train_s_before = resume_state(ckpt)
     if resumed:
         model = ALGOS[method].load(ckpt, env=env, device=cfg.device)
-        print(f"[{group}/{name}] resumed at iteration {model._n_iterations} ({train_s_before:.0f} s trained before)")
+        print(f"[{group}/{name}] resumed at iteration {model.n_iterations} ({train_s_before:.0f} s trained before)")
     else:
         model = meta_model(method, env, env_name, seed, cfg)
     passes = model.sampling_passes
     nominal = cfg.iterations * cfg.meta_batch_size * cfg.fast_batch_size * horizon_of(env) * passes
-    remaining = cfg.iterations - model._n_iterations
+    remaining = cfg.iterations - model.n_iterations
     _, log_path = checkpoint_paths(out, group, name, model.num_timesteps)
     saver = RunCheckpoint(ckpt, log_path, CHECKPOINT_EVERY_S, train_s_before)
     stop = StopTrainingOnIterations(remaining)

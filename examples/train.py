@@ -74,8 +74,9 @@ def make_env(name: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
 
 def training_updates(model: BaseAlgorithm) -> int | None:
     """Outer updates that trained ``model``: meta-iterations of a meta-learner, policy updates of an SB3 model."""
-    # neither count is public: SB3 keeps ``_n_updates``, the meta-learners ``_n_iterations`` (SB3's iteration count)
-    return getattr(model, "_n_iterations" if isinstance(model, MetaAlgorithm) else "_n_updates", None)
+    if isinstance(model, MetaAlgorithm):
+        return model.n_iterations
+    return getattr(model, "_n_updates", None)  # SB3 keeps its count private (logged as train/n_updates)
 
 
 def parse_policy_kwargs(value: Any) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def test_callback_returning_false_stops_cleanly():
     assert recorder.n_calls == HORIZON + 3
     assert recorder.events[-1] == "training_end"
     assert recorder.events.count("rollout_end") == 1  # the interrupted iteration never finished sampling
-    assert model._n_iterations == 1
+    assert model.n_iterations == 1
     # the interrupted iteration did not touch the parameters: they are those after the first iteration
     assert len(snapshots) == 2
     assert params_equal(model.meta_parameters(), snapshots[1])
@@ -133,7 +133,22 @@ def test_progress_bar():
     assert progress.pbar.total == progress.pbar.n == 2 * HORIZON * N_ENVS  # advanced by num_envs per VecEnv step
     model.learn(2 * HORIZON * N_ENVS, progress_bar=True)
     assert model.num_timesteps == 2 * HORIZON * N_ENVS
-    assert model._n_iterations == 2
+    assert model.n_iterations == 2
+
+
+def test_n_iterations_counts_across_learn_save_load_and_reset(tmp_path):
+    model = reptile()
+    model.learn(2 * HORIZON * N_ENVS)
+    assert model.n_iterations == 2
+    model.learn(HORIZON * N_ENVS, reset_num_timesteps=False)  # continues, as num_timesteps does
+    assert model.n_iterations == 3
+    model.save(tmp_path / "model.zip")
+    loaded = Reptile.load(tmp_path / "model.zip", env=point_mass())
+    assert loaded.n_iterations == 3
+    loaded.learn(HORIZON * N_ENVS)  # reset_num_timesteps=True: a new run counts from 0
+    assert loaded.n_iterations == 1 and loaded.num_timesteps == HORIZON * N_ENVS
+    with pytest.raises(AttributeError):
+        loaded.n_iterations = 5  # read-only: the count is the model's own record
 
 
 def test_stop_training_on_max_episodes():
@@ -142,7 +157,7 @@ def test_stop_training_on_max_episodes():
     # SB3 counts max_episodes per sub-env: every sub-env ends one episode at the end of the first sampling pass
     model.learn(100 * HORIZON * N_ENVS, callback=StopTrainingOnMaxEpisodes(max_episodes=1))
     assert model.num_timesteps == HORIZON * N_ENVS
-    assert model._n_iterations == 0
+    assert model.n_iterations == 0
     assert params_equal(model.meta_parameters(), theta)
 
 

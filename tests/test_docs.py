@@ -73,7 +73,7 @@ def test_custom_distribution_doc_runs(algorithm: type[MetaAlgorithm]) -> None:
     ns = run_doc(algorithm)
     model, adapted, tasks = ns["model"], ns["adapted"], ns["tasks"]
     assert type(model) is algorithm and type(adapted) is algorithm
-    assert model.num_timesteps >= 2_000 and model._n_iterations >= 2
+    assert model.num_timesteps >= 2_000 and model.n_iterations >= 2
     assert adapted.task_env.get_task() == tasks[0]
     assert adapted.action_space.contains(np.asarray(ns["action"], dtype=np.float32))
     # the adapted parameters differ from the meta-parameters (one inner step was taken)

@@ -107,7 +107,7 @@ def test_reproduce_reptile_sweep_at_equal_env_steps(tmp_path):
     assert variant.inner_optimizer == "adam" and variant.reuse_inner_episodes and variant.num_timesteps == 3 * 2 * 2 * 2 * 5
     assert configs["k3_fbx0.5"]["algo_kwargs"] == {"n_inner_steps": 3, "inner_lr": 0.1}
     model = Reptile.load(runs / "reptile_k3_fbx0.5_seed0.zip")
-    assert model.n_inner_steps == 3 and model.fast_batch_size == 1 and model._n_iterations == 4
+    assert model.n_inner_steps == 3 and model.fast_batch_size == 1 and model.n_iterations == 4
     table = (tmp_path / "results" / "reptile_sweep" / "reptile_sweep.md").read_text()
     assert "| k1 | 1 |" in table and "| k3_fbx0.5 | 1 |" in table
 
@@ -121,7 +121,7 @@ def test_reproduce_reptile_runs_the_sweeps_chosen_configuration_at_fomamls_env_s
     assert info["reptile_config"]["name"] == reproduce.REPTILE_CHOSEN == "k3_lr0.3_fbx0.5"
     model = Reptile.load(run / "reptile_seed0.zip")
     # FOMAML: 3 iterations x 2 tasks x 2 episodes x 2 passes = 24 episodes; Reptile: 4 x 2 tasks x 1 episode x 3 steps
-    assert (model.n_inner_steps, model.inner_lr, model.fast_batch_size, model._n_iterations) == (3, 0.3, 1, 4)
+    assert (model.n_inner_steps, model.inner_lr, model.fast_batch_size, model.n_iterations) == (3, 0.3, 1, 4)
     rows = reproduce.read_csv(str(run / "reptile_seed0.csv"))
     assert {float(r["adapt_lr"]) for r in rows} == {0.3}  # evaluated with its own inner step size
 
@@ -195,7 +195,7 @@ def test_inspect_episodes_prints_lengths_returns_and_log_std(tmp_path, capsys):
     inspect.main([str(tmp_path / "model.zip"), "--algo", "fomaml", "--env", "pointmass-origin", "--episodes", "2"])
     out = capsys.readouterr().out
     assert "lengths [100, 100]" in out  # seeded: neither episode reaches its goal, so both run to the time limit
-    assert f"{model._n_iterations} training updates, {model.num_timesteps:,} steps" in out
+    assert f"{model.n_iterations} training updates, {model.num_timesteps:,} steps" in out
     log_std = float(model.policy.log_std.mean())
     assert f"mean log-std {log_std:.3f}" in out
     returns = [float(x) for x in out.split("returns [")[1].split("]")[0].split(",")]

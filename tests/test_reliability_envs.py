@@ -321,7 +321,7 @@ def _learned(algorithm: type[MetaAlgorithm], padding: float) -> tuple[dict[str, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.learn(total_timesteps=3 * 2 * 2 * 2 * ToyTasks.max_episode_steps)
-    assert model._n_iterations >= 2
+    assert model.n_iterations >= 2
     return model.meta_parameters(), [str(w.message) for w in caught if "on-finite" in str(w.message)]
 
 

@@ -58,7 +58,7 @@ def test_interleaved_models_give_the_results_of_models_trained_alone():
 
     a, b = make("FOMAML", seed=1), make("MAML", seed=2)
     a.learn(two_iterations, callback=TrainOther(b))  # b trains inside a's iterations (as an evaluation model would)
-    assert a._n_iterations == b._n_iterations == 2
+    assert a.n_iterations == b.n_iterations == 2
     assert params_equal(a.meta_parameters(), alone_a.meta_parameters())
     assert params_equal(b.meta_parameters(), alone_b.meta_parameters())
 

@@ -322,6 +322,13 @@ class MetaAlgorithm(BaseAlgorithm):
         )
 
     @property
+    def n_iterations(self) -> int:
+        """Meta-iterations (outer updates) this model has made, over all its ``learn`` calls; saved and loaded with it.
+        ``learn(..., reset_num_timesteps=True)`` restarts it at 0, like ``num_timesteps``. (SB3's logger shows it as
+        ``time/iterations``.)"""
+        return self._n_iterations
+
+    @property
     def sampling_passes(self) -> int:
         """Sampling passes of ``meta_batch_size x fast_batch_size`` episodes per meta-iteration: one per inner step
         (one in all when the steps reuse the first pass's episodes), plus the post-adaptation pass of MAML/FOMAML."""
