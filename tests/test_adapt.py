@@ -113,6 +113,28 @@ def test_adapt_does_not_disturb_training(cls):
     assert params_equal(model.meta_parameters(), straight.meta_parameters())
 
 
+@pytest.mark.parametrize("cls", [FOMAML, MAML, Reptile])
+def test_unshared_features_extractor_trains_and_adapts_as_the_shared_one(cls):
+    """``share_features_extractor=False`` (an SB3 policy option) gives the actor its own extractor: the meta-policy
+    must use the actor's features alone. With SB3's parameter-free flatten extractor the actor is the same function
+    either way, so the same seed gives the same meta-parameters and adapted parameters, bit for bit."""
+    extra = dict(n_inner_steps=1) if cls is Reptile else FAST_TRPO
+    models = []
+    for share in (True, False):
+        kwargs = small_kwargs(seed=4)
+        kwargs["policy_kwargs"] = {**kwargs["policy_kwargs"], "share_features_extractor": share}
+        model = cls("MlpPolicy", point_mass(), **kwargs, **extra)
+        model.learn(1)
+        models.append((model, model.adapt(PointMassTask((0.2, 0.1), (0.0, 0.0)), steps=1, seed=0)))
+    (shared, shared_adapted), (own, own_adapted) = models
+    assert own.policy.vf_features_extractor is not own.policy.pi_features_extractor
+    assert params_equal(own.meta_parameters(), shared.meta_parameters())
+    assert params_equal(own_adapted.meta_parameters(), shared_adapted.meta_parameters())
+    assert not params_equal(own_adapted.meta_parameters(), own.meta_parameters())
+    obs = np.zeros((3, 2), dtype=np.float32)
+    np.testing.assert_array_equal(own.predict(obs, deterministic=True)[0], shared.predict(obs, deterministic=True)[0])
+
+
 def test_zero_steps_returns_the_meta_parameters(trained):
     model, _ = trained
     adapted = model.adapt(PointMassTask((0.3, 0.3), (0.0, 0.0)), n_steps=0, seed=0)

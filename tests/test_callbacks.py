@@ -161,6 +161,41 @@ def test_stop_training_on_max_episodes():
     assert params_equal(model.meta_parameters(), theta)
 
 
+@pytest.mark.parametrize("goal_radius", [0.0, 0.5])
+def test_episodes_cut_by_the_horizon_are_reported_done_to_callbacks(goal_radius):
+    """With the algorithm's horizon shorter than the env's time limit, the sampler stops the episodes itself: the
+    callbacks must still see one ``done`` per episode (truncated), with its return and length in ``infos``, as a
+    time limit would report them; episodes the env ends itself (goal reached) are reported once, as before."""
+    short = HORIZON // 2
+    env = point_mass(goal_radius=goal_radius)  # the env's limit is HORIZON
+    model = FOMAML("MlpPolicy", env, **small_kwargs(), max_episode_steps=short, cg_max_steps=3)
+    recorder = Recorder()
+    model.learn(1, callback=recorder)  # one meta-iteration: two sampling passes of N_ENVS episodes
+    passes, returns, lengths, seen = 0, np.zeros(N_ENVS), np.zeros(N_ENVS, dtype=int), []
+    active = np.ones(N_ENVS, dtype=bool)
+    for step in recorder.step_locals:
+        returns += np.where(active, step["rewards"], 0.0)
+        lengths += active
+        for i in np.flatnonzero(step["dones"] & active):
+            info = step["infos"][i]
+            assert info["episode"]["l"] == lengths[i] <= short
+            assert info["episode"]["r"] == pytest.approx(returns[i], rel=1e-5, abs=1e-5)
+            assert info.get("TimeLimit.truncated", False) == (lengths[i] == short)
+            seen.append(lengths[i])
+        active &= ~step["dones"]
+        if not active.any():  # the pass ended: the next step belongs to the next pass
+            passes += 1
+            active[:], returns[:], lengths[:] = True, 0.0, 0
+    assert passes == 2 and len(seen) == 2 * N_ENVS  # every episode, once
+    assert model.num_timesteps == len(recorder.step_locals) * N_ENVS
+    if goal_radius == 0.0:
+        assert seen == [short] * (2 * N_ENVS)
+    # SB3's episode counter stops after the first pass (each sub-env has ended one episode)
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(), max_episode_steps=short, cg_max_steps=3)
+    model.learn(100 * HORIZON * N_ENVS, callback=StopTrainingOnMaxEpisodes(max_episodes=1))
+    assert model.num_timesteps == short * N_ENVS and model.n_iterations == 0
+
+
 def test_callback_list():
     model = reptile()
     first, second = Recorder(), Recorder()

@@ -150,6 +150,72 @@ def test_hyperparameters_survive(tmp_path):
     assert MAML.load(tmp_path / "f.zip").first_order
 
 
+@pytest.mark.parametrize("name", ["FOMAML", "MAML", "Reptile"])
+def test_load_with_a_new_seed_reseeds(tmp_path, name):
+    """As SB3's ``load(path, env, seed=...)``: an explicit seed replaces the saved RNG states (reproducibly);
+    without one, training resumes as if it had never stopped."""
+    cls, extra = ALGOS[name]
+    model = cls("MlpPolicy", point_mass(), **small_kwargs(seed=0), **extra)
+    model.save(tmp_path / "m.zip")
+
+    def trained(**kwargs):
+        loaded = cls.load(tmp_path / "m.zip", env=point_mass(), **kwargs)
+        loaded.learn(1)
+        return loaded
+
+    five, again, zero, resumed = trained(seed=5), trained(seed=5), trained(seed=0), trained()
+    assert five.seed == 5
+    assert params_equal(five.meta_parameters(), again.meta_parameters())
+    assert not params_equal(five.meta_parameters(), zero.meta_parameters())
+    model.learn(1)
+    assert params_equal(resumed.meta_parameters(), model.meta_parameters())
+
+
+@pytest.mark.parametrize("name", ["FOMAML", "Reptile"])
+def test_load_with_new_batch_sizes(tmp_path, name):
+    """``load(..., meta_batch_size=...)`` (as ``PPO.load(..., n_steps=...)``) samples with the new sizes, through
+    an env made by load, a VecEnv of the new size or set_env; a VecEnv of the old size is refused clearly."""
+    cls, extra = ALGOS[name]
+    model = cls("MlpPolicy", point_mass(), **small_kwargs(), **extra)  # 2 tasks x 2 episodes
+    model.save(tmp_path / "m.zip")
+    passes = model.sampling_passes
+    sizes = dict(meta_batch_size=3, fast_batch_size=1)
+    for loaded in (
+        cls.load(tmp_path / "m.zip", env=point_mass(), **sizes),
+        cls.load(tmp_path / "m.zip", env=point_mass(), custom_objects=sizes),
+        cls.load(tmp_path / "m.zip", env=make_task_vec_env(point_mass(), 3), **sizes),
+    ):
+        assert loaded.env.num_envs == 3
+        loaded.learn(1)
+        assert loaded.num_timesteps == passes * 3 * 10
+    later = cls.load(tmp_path / "m.zip", **sizes)
+    later.set_env(point_mass())
+    later.learn(1)
+    assert later.env.num_envs == 3 and later.num_timesteps == passes * 3 * 10
+    with pytest.raises(ValueError, match="meta_batch_size x fast_batch_size = 3"):
+        cls.load(tmp_path / "m.zip", env=make_task_vec_env(point_mass(), 4), **sizes)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(inner_lr=-1.0), "inner_lr"),
+        (dict(meta_batch_size=0), "meta_batch_size"),
+        (dict(custom_objects={"fast_batch_size": -2}), "fast_batch_size"),
+        (dict(target_kl=-1.0), "target_kl"),
+        (dict(cg_damping=-0.5), "cg_damping"),
+    ],
+)
+def test_load_checks_the_hyperparameters_it_is_given(tmp_path, bad, message):
+    """SB3's load writes its kwargs into the model unchecked; the constructor's checks apply to them here."""
+    FOMAML("MlpPolicy", point_mass(), **small_kwargs(), **FAST_TRPO).save(tmp_path / "m.zip")
+    with pytest.raises(ValueError, match=message):
+        FOMAML.load(tmp_path / "m.zip", env=point_mass(), **bad)
+    with pytest.raises(ValueError, match="first order"):
+        FOMAML.load(tmp_path / "m.zip", first_order=False)
+    assert FOMAML.load(tmp_path / "m.zip", inner_lr=0.3).inner_lr == 0.3
+
+
 def test_load_with_an_env_of_other_spaces(tmp_path):
     model = Reptile("MlpPolicy", bandit(), **small_kwargs())
     model.save(tmp_path / "m.zip")

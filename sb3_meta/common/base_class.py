@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import inspect
 import io
 import json
 import os
@@ -37,7 +38,14 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
 from sb3_meta.common.meta_gradient import MetaObjective
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
-from sb3_meta.common.rng import TorchStream, get_rng_state, rng_state_to_json, set_rng_state, unwrap_task_vec_env
+from sb3_meta.common.rng import (
+    TorchStream,
+    get_rng_state,
+    rng_state_from_json,
+    rng_state_to_json,
+    set_rng_state,
+    unwrap_task_vec_env,
+)
 from sb3_meta.common.utils import all_finite, atomic_write, check_int, check_positive_float, check_step_sizes, stopwatch
 from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env
 from sb3_meta.envs.core import Task
@@ -246,7 +254,8 @@ class MetaAlgorithm(BaseAlgorithm):
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """Set a new task distribution (or task VecEnv with ``n_envs`` sub-envs); spaces must match."""
-        venv, task_env = self._make_task_env(env, self.n_envs, self.seed)
+        # the sizes the model samples with (load(..., meta_batch_size=...) may have changed them since it was saved)
+        venv, task_env = self._make_task_env(env, self.meta_batch_size * self.fast_batch_size, self.seed)
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
         super().set_env(venv, force_reset=force_reset)
         self.task_env = task_env
@@ -666,6 +675,12 @@ class MetaAlgorithm(BaseAlgorithm):
         The RNG states saved with the checkpoint are restored into ``env`` (and the model's torch stream), so that
         ``learn(..., reset_num_timesteps=False)`` continues as if training had never stopped.
 
+        As with SB3, ``kwargs`` (and ``custom_objects``) override saved attributes. Hyperparameters set that way
+        are checked as the constructor checks them. ``seed=...`` reseeds the model and its env, as in SB3,
+        instead of restoring the saved RNG states. New ``meta_batch_size``/``fast_batch_size`` size the env
+        made from a task distribution accordingly; the saved sub-env RNG states then do not fit and are not
+        restored: the sub-envs are seeded from the model's seed.
+
         The file is opened once. Its metadata (the class that saved it, the sizes) is read as JSON first, without
         unpickling anything: another library's checkpoint is refused there. SB3's ``load`` then reads the rest,
         once (the spaces, if decoded early to check ``env``, are handed to it rather than decoded again).
@@ -687,8 +702,12 @@ class MetaAlgorithm(BaseAlgorithm):
                 raise ValueError(f"{path!r} is not a {cls.__name__} checkpoint ({origin})")
             task_env = None
             custom = dict(custom_objects or {})
+            overrides = {**custom, **kwargs}  # SB3's load: custom_objects replace saved data, then kwargs win
+            cls._check_hyperparameters(data, overrides)  # before any env is made or file read further
+            n_envs = overrides.get("meta_batch_size", data["meta_batch_size"]) * overrides.get(
+                "fast_batch_size", data["fast_batch_size"]
+            )
             if env is not None:
-                n_envs = data["meta_batch_size"] * data["fast_batch_size"]
                 env, task_env = cls._make_task_env(env, n_envs, None)
                 encoded = {key: data[key] for key in ("observation_space", "action_space") if key in data}
                 saved_spaces = json_to_data(json.dumps(encoded), custom_objects=custom_objects)
@@ -712,9 +731,38 @@ class MetaAlgorithm(BaseAlgorithm):
                 file.close()
         model.task_env = task_env
         model._adapt_venvs = AdaptationVecEnvs(max_entries=4)
-        if model._rng_state is not None:
-            set_rng_state(model._rng_state, task_env, model.env, model._torch_stream)
+        if model.env is None:
+            model.n_envs = n_envs  # what set_env will be given (SB3 requires the same number as the model's)
+        if "seed" in kwargs:  # an explicit seed reseeds everything, the task sampler made above included
+            model.set_random_seed(model.seed)
+        elif model._rng_state is not None:
+            state = rng_state_from_json(model._rng_state)
+            if model.env is not None and n_envs != data["meta_batch_size"] * data["fast_batch_size"]:
+                state = {key: value for key, value in state.items() if key != "vec_env"}  # other sub-envs now
+            set_rng_state(state, task_env, model.env, model._torch_stream)
         return model
+
+    @classmethod
+    def _check_hyperparameters(cls, data: dict[str, Any], overrides: dict[str, Any]) -> None:
+        """Run the constructor's checks on a checkpoint's hyperparameters with load's ``overrides`` applied.
+
+        SB3's ``load`` writes ``kwargs`` into the model's attributes without the constructor's checks; the checks
+        live in the constructors (one place per class), so the values are given to a bare constructor call
+        (no env, no model set up) and any error it raises is load's.
+        """
+        names = set()  # every named constructor parameter, along the chain of **kwargs (FOMAML → MAML → base)
+        for klass in cls.__mro__:
+            if issubclass(klass, MetaAlgorithm) and "__init__" in vars(klass):
+                kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                names.update(n for n, p in inspect.signature(klass.__init__).parameters.items() if p.kind in kinds)
+        names -= {"self", "policy", "env", "device", "tensorboard_log", "_init_setup_model"}
+        if not names.intersection(overrides):
+            return
+        values = {name: overrides.get(name, data.get(name)) for name in names if name in overrides or name in data}
+        try:
+            cls("MlpPolicy", None, **values, _init_setup_model=False)
+        except ValueError as e:
+            raise ValueError(f"load: {e}") from e
 
     def set_parameters(
         self,

@@ -16,7 +16,7 @@ import torch as th
 import torch.utils._pytree as _pytree
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
@@ -153,11 +153,19 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
         named = dict(self.named_parameters())
         return {name: named[name] for name in self.actor_parameter_names()}
 
+    def actor_features(self, obs: th.Tensor) -> th.Tensor:
+        """The actor's features of ``obs``: preprocessing and ``pi_features_extractor``, shared with the critic or not.
+
+        (SB3's ``ActorCriticPolicy.extract_features`` returns the actor's and the critic's features as a pair when
+        ``share_features_extractor=False``; the meta-policies only need the actor's.)
+        """
+        # SB3 types extract_features as Tensor | tuple and nn.Module attributes as Tensor | Module
+        return BaseModel.extract_features(self, obs, self.pi_features_extractor)  # type: ignore[arg-type, return-value]
+
     def actor_dist_params(self, obs: th.Tensor) -> DistParams:
         """Distribution parameters for a batch of observations, using the module's own parameters."""
         # SB3 preprocessing casts observations to float32; follow the parameters' dtype (float64 in gradient checks)
-        # SB3 types extract_features as Tensor | tuple and nn.Module attributes as Tensor | Module
-        features = self.extract_features(obs, self.pi_features_extractor).to(self.action_net.weight.dtype)  # type: ignore[union-attr, arg-type]
+        features = self.actor_features(obs).to(self.action_net.weight.dtype)  # type: ignore[arg-type]
         latent_pi = self.mlp_extractor.forward_actor(features)
         out = self.action_net(latent_pi)
         if isinstance(self.action_dist, DiagGaussianDistribution):
@@ -211,8 +219,8 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
         n_tasks, n_samples = obs.shape[:2]
         weight_dtype = params[layers[0][0]].dtype
         with th.no_grad():
-            features = self.extract_features(obs.reshape(n_tasks * n_samples, *obs.shape[2:]), extractor)
-            x = features.to(weight_dtype).reshape(n_tasks, n_samples, -1)  # type: ignore[union-attr]  # a Tensor, as above
+            features = self.actor_features(obs.reshape(n_tasks * n_samples, *obs.shape[2:]))
+            x = features.to(weight_dtype).reshape(n_tasks, n_samples, -1)
             cache: list[tuple[th.Tensor, th.Tensor | None]] = []  # (layer input, σ'(z) or None)
             for weight, bias, activation in layers:
                 z = th.bmm(x, params[weight].transpose(1, 2))

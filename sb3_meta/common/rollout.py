@@ -14,13 +14,14 @@ the env's fault and raise :class:`NonFiniteEnvOutputError` while sampling, befor
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 
@@ -283,8 +284,12 @@ def collect_task_batch(
         next_obs = np.asarray(new_obs)
         if not (np.isfinite(next_obs).all() and np.isfinite(rewards).all()):
             next_obs = _check_finite(venv, tasks, e, next_obs, np.asarray(rewards), active, was_active, step + 1)
-        if on_step is not None and on_step(np.asarray(new_obs), rewards, dones, infos) is False:
-            return None
+        if on_step is not None:
+            step_obs = np.asarray(new_obs)
+            if step == max_steps - 1 and active.any():  # the horizon cuts these episodes: tell the callbacks
+                dones, infos = _report_horizon_cut(venv, active, step_obs, dones, infos, rew_buf, mask_buf)
+            if on_step(step_obs, rewards, dones, infos) is False:
+                return None
         obs = next_obs
         if not active.any():
             break
@@ -301,6 +306,40 @@ def collect_task_batch(
         mask=stack(mask_buf),
         tasks=list(tasks),
     )
+
+
+def _report_horizon_cut(
+    venv: VecEnv,
+    cut: np.ndarray,
+    obs: np.ndarray,
+    dones: np.ndarray,
+    infos: list[dict],
+    rew_buf: list[th.Tensor],
+    mask_buf: list[th.Tensor],
+) -> tuple[np.ndarray, list[dict]]:
+    """``dones``/``infos`` of the last step of a pass as a time limit would report them for the ``cut`` sub-envs.
+
+    The pass stops at the horizon without stepping the env again, so the env (and its Monitor) never ends these
+    episodes; SB3 callbacks count episodes by ``dones`` (``StopTrainingOnMaxEpisodes``) and read
+    ``infos[i]["episode"]``, so each cut episode is reported once, truncated, with its return and length.
+    """
+    dones = np.asarray(dones, dtype=bool) | cut
+    rewards = th.stack(rew_buf, dim=0) * th.stack(mask_buf, dim=0)  # (T, n_envs): the steps of each episode
+    returns = rewards.sum(dim=0).double().cpu().numpy()
+    lengths = th.stack(mask_buf, dim=0).sum(dim=0).cpu().numpy()
+    monitor = venv
+    while isinstance(monitor, VecEnvWrapper) and not isinstance(monitor, VecMonitor):
+        monitor = monitor.venv
+    elapsed = {"t": round(time.time() - monitor.t_start, 6)} if isinstance(monitor, VecMonitor) else {}
+    infos = list(infos)
+    for i in np.flatnonzero(cut):
+        infos[i] = {
+            **infos[i],
+            "TimeLimit.truncated": True,
+            "terminal_observation": obs[i],
+            "episode": {"r": float(returns[i]), "l": int(lengths[i]), **elapsed},
+        }
+    return dones, infos
 
 
 def _sub_env_name(venv: VecEnv, index: int) -> str:
