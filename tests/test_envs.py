@@ -338,6 +338,34 @@ def test_env_checkers_pass_without_warnings(make_env):
     assert run_checkers(make_env) == []
 
 
+def test_point_mass_renders_the_plane():
+    """rgb_array rendering (what SB3's make_vec_env asks for and VecVideoRecorder records), checked by pixel."""
+    env = PointMassTasks(render_mode="rgb_array", goal_range=0.5)  # the view: [-1, 1]² on 128 x 128 pixels
+    env.reset(options={"task": PointMassTask(goal=(0.5, 0.5), start=(-0.5, 0.0))})
+    env.step(np.array([0.0, -1.0], dtype=np.float32))  # the point moves to (-0.5, -0.1)
+    image = env.render()
+    assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+
+    def pixel(x, y):  # (x, y) in the plane → the image's (row, col); y points up
+        return image[round((1 - y) / 2 * 127), round((x + 1) / 2 * 127)].tolist()
+
+    assert pixel(0.5, 0.5) == [220, 40, 40]  # goal
+    assert pixel(-0.5, 0.0) == [150, 150, 150]  # start
+    assert pixel(-0.5, -0.1) == [40, 70, 220]  # point
+    assert pixel(0.0, -0.8) == [255, 255, 255]
+    env.reset_task(PointMassTask(goal=(0.0, 0.0), start=(3.0, -3.0)))
+    env.reset()  # outside the view: drawn in the corner
+    assert env.render()[127, 127].tolist() == [40, 70, 220]
+    gym_check_env(PointMassTasks(render_mode="rgb_array"))  # with its render check
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SB3 passes render_mode="rgb_array": no warning that it is not supported
+        venv = make_vec_env("sb3_meta/PointMass-v0", n_envs=2)
+    venv.reset()
+    assert [frame.shape for frame in venv.get_images()] == [(128, 128, 3)] * 2
+    with pytest.raises(ValueError, match="render_mode"):
+        PointMassTasks(render_mode="human")
+
+
 def test_registered_ids():
     env = gym.make("sb3_meta/PointMass-v0", goal_range=1.0, seed=3)
     assert isinstance(env.unwrapped, PointMassTasks) and env.unwrapped.goal_range == 1.0

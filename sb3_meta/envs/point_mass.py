@@ -54,11 +54,14 @@ class PointMassTasks(TaskEnv[PointMassTask]):
     :param max_episode_steps: horizon (100)
     :param seed: seed of the task RNG
     :param sample_task_on_reset: draw a new task at every reset (task mixture)
-    :param render_mode: unused (no rendering), accepted for gymnasium compatibility
+    :param render_mode: ``None`` or ``"rgb_array"``: :meth:`render` draws the plane (what SB3's ``make_vec_env``
+        and ``VecVideoRecorder`` ask for)
     """
 
     task_type = PointMassTask
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    #: side of the rendered image in pixels
+    render_size = 128
 
     def __init__(
         self,
@@ -77,6 +80,8 @@ class PointMassTasks(TaskEnv[PointMassTask]):
             raise ValueError("goal_range and action_scale must be > 0 and goal_radius >= 0")
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         super().__init__(seed=seed, sample_task_on_reset=sample_task_on_reset)
         self.start = start
         self.goal_range = float(goal_range)
@@ -116,6 +121,27 @@ class PointMassTasks(TaskEnv[PointMassTask]):
         terminated = distance < self.goal_radius
         truncated = self._elapsed >= self.max_episode_steps and not terminated
         return self._position.astype(np.float32), -distance, terminated, truncated, {"task": self._task, "distance": distance}
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        """The plane ``[-2 goal_range, 2 goal_range]²`` as an RGB image (y up): the goal red (its disc at least
+        ``goal_radius``), the start grey, the point blue (drawn at the border when outside the view)."""
+        if self.render_mode is None:
+            gym.logger.warn("PointMassTasks.render(): no render_mode; make the env with render_mode='rgb_array'")
+            return None
+        size, half = self.render_size, 2.0 * self.goal_range
+        rows, cols = np.mgrid[0:size, 0:size]
+        image = np.full((size, size, 3), 255, dtype=np.uint8)
+
+        def disc(center: np.ndarray, radius: float, color: tuple[int, int, int]) -> None:
+            x, y = np.clip(center, -half, half)
+            col, row = (x + half) / (2 * half) * (size - 1), (half - y) / (2 * half) * (size - 1)
+            radius_px = max(radius / (2 * half) * (size - 1), 2.0)
+            image[(cols - col) ** 2 + (rows - row) ** 2 <= radius_px**2] = color
+
+        disc(self._goal, self.goal_radius, (220, 40, 40))
+        disc(self._start, 0.0, (150, 150, 150))
+        disc(self._position, 0.0, (40, 70, 220))
+        return image
 
 
 class PointMassVecEnv(BatchedTaskVecEnv):
