@@ -19,6 +19,7 @@ sub-envs, in the same run:
 - ``round trip (w actors)``: the Ray round trip alone, with the same payload and no env: each actor returns a
   prepared shard step (observations, rewards, dones, infos) and the learner concatenates them, as
   ``RayTaskVecEnv.step_wait`` does. Its ms/step is the per-step overhead of sampling on Ray.
+- ``round trip, compiled graph (w)`` (with ``--ray-compiled-graph``): the same, through a Ray Compiled Graph.
 
 All samplers get the same pre-drawn uniform random actions. Each number is the median over ``--repeats`` timed
 segments of ``--steps`` vector steps (after a warm-up); the spread (min-max) is printed too, as a sign of noise from
@@ -223,6 +224,44 @@ def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sa
     return Sampler(f"round trip ({len(node_ids)} actors)", batched.num_envs, step, close)
 
 
+def ray_compiled_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sampler:
+    """The same round trip as :func:`ray_round_trip_sampler`, through a Ray Compiled Graph (beta) of the actors.
+
+    A compiled graph replaces each task submission by writes to channels set up once (shared memory on one node):
+    this row says how much of the per-step overhead a compiled-graph transport would remove. ``RayTaskVecEnv`` does
+    not use one (beta API; a dead actor needs a teardown and a new compilation; see docs/ray.md).
+    """
+    from ray.dag import InputNode, MultiOutputNode
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from sb3_meta.envs.ray_vec_env import shard_ranges
+
+    batched.reset()
+    shape = batched.action_space.shape
+    obs, rewards, dones, infos = batched.step_packed(np.zeros((batched.num_envs, *shape)))  # type: ignore[attr-defined, misc]
+    ranges = shard_ranges(batched.num_envs, len(node_ids))
+    actors = []
+    for (a, b), node_id in zip(ranges, node_ids):
+        options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+        reply = (obs[a:b], rewards[a:b], dones[a:b], infos.slice(a, b))
+        actors.append(ray.remote(_PreparedShardStep).options(**options).remote(reply))
+    with InputNode() as shard_actions:
+        graph = MultiOutputNode([actor.step.bind(shard_actions[i]) for i, actor in enumerate(actors)])
+    compiled = graph.experimental_compile()
+
+    def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
+        results = ray.get(compiled.execute(*[actions[a:b] for a, b in ranges]))
+        arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]
+        return arrays, [info for r in results for info in r[3].unpack()]
+
+    def close() -> None:
+        compiled.teardown()
+        for actor in actors:
+            ray.kill(actor)
+
+    return Sampler(f"round trip, compiled graph ({len(node_ids)})", batched.num_envs, step, close)
+
+
 def bench_ray_env(
     name: str,
     make_env: Callable[[], gymnasium.Env],
@@ -232,8 +271,11 @@ def bench_ray_env(
     steps: int,
     repeats: int,
     max_seconds: float,
+    compiled_graph: bool = False,
 ) -> list[Row]:
     """The local batched VecEnv, RayTaskVecEnv with each number of actors, and the bare Ray round trip, at ``n_envs``.
+
+    With ``compiled_graph``, also the bare round trip through a Ray Compiled Graph.
 
     One timing group per number of actors (the batched VecEnv timed in each, interleaved with that group's Ray
     samplers), so that the cluster needs CPUs for the largest group only, not for all of them at once.
@@ -257,6 +299,8 @@ def bench_ray_env(
                 group.append(vec_env_sampler(f"ray ({n_workers} actors)", venv))
                 reference = make_task_vec_env(env, n_envs, seed=0)
                 group.append(ray_round_trip_sampler(ray, reference, venv.actor_node_ids))  # type: ignore[attr-defined]
+                if compiled_graph:
+                    group.append(ray_compiled_round_trip_sampler(ray, reference, venv.actor_node_ids))  # type: ignore[attr-defined]
                 reference.close()
                 rates = time_samplers([batched, *group], actions, steps, repeats, max_seconds)
             finally:
@@ -348,6 +392,9 @@ def main() -> None:
     parser.add_argument("--n-envs-ray", type=int, default=800, help="sub-envs of the Ray group (default 800)")
     parser.add_argument("--ray-workers", default="1,2", help="comma-separated numbers of actors (default 1,2)")
     parser.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="num_cpus of each actor (default 1)")
+    parser.add_argument(
+        "--ray-compiled-graph", action="store_true", help="with --ray: also the bare round trip through a Ray Compiled Graph"
+    )
     parser.add_argument("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     args = parser.parse_args()
     steps = args.steps or (50 if args.quick else 200)
@@ -380,6 +427,7 @@ def main() -> None:
         workers = [int(w) for w in args.ray_workers.split(",") if w.strip()]
         ray_common = {"steps": steps, "repeats": repeats, "max_seconds": max_seconds}
         ray_common.update(workers=workers, actor_options={"num_cpus": args.ray_cpus_per_actor})
+        ray_common.update(compiled_graph=args.ray_compiled_graph)
         ray_rows: list[Row] = []
         if "ant" in chosen:
             ray_rows += bench_ray_env("AntVel", AntVelTasks, args.n_envs_ray, **ray_common)  # type: ignore[arg-type]
