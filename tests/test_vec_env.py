@@ -10,6 +10,7 @@ import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from sb3_meta.envs import (
+    AntVelTasks,
     OracleObservation,
     PointMassTask,
     PointMassTasks,
@@ -259,6 +260,40 @@ def test_seeded_sub_envs_are_reproducible_and_independent(kind):
     assert a[2] == single.get_task()
     after = np.random.get_state()
     assert np.array_equal(after[1], state[1]) and after[2:] == state[2:]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reseeding_redraws_a_drawn_task_and_keeps_a_given_one(kind):
+    """``seed(s)`` + ``reset()`` after some episodes starts what a fresh VecEnv seeded with ``s`` starts (gymnasium's
+    meaning of a seed), for tasks the sub-envs drew themselves; tasks given with ``set_tasks`` stay."""
+    fresh = make_task_vec_env(PointMassTasks(), 3, seed=5, vec_env_cls=kind)
+    fresh_obs = fresh.reset()
+    used = make_task_vec_env(PointMassTasks(), 3, seed=1, vec_env_cls=kind)
+    used.reset()
+    used.step(np.full((3, 2), 0.3, dtype=np.float32))
+    assert used.get_tasks() != fresh.get_tasks()
+    used.seed(5)
+    np.testing.assert_array_equal(used.reset(), fresh_obs)
+    assert used.get_tasks() == fresh.get_tasks()
+    given = tasks_of(3, seed=9)
+    used.set_tasks(given)
+    used.seed(7)
+    used.reset()
+    assert used.get_tasks() == given
+
+
+@pytest.mark.parametrize("make", [PointMassTasks, AntVelTasks], ids=["pointmass", "antvel"])
+def test_single_env_reset_with_a_seed_equals_a_fresh_env(make):
+    fresh_obs, fresh_info = make().reset(seed=3)
+    env = make()
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    obs, info = env.reset(seed=3)
+    np.testing.assert_array_equal(obs, fresh_obs)
+    assert info["task"] == fresh_info["task"]
+    given = make().sample_tasks(1)[0]
+    env.reset_task(given)
+    assert env.reset(seed=4)[1]["task"] == given  # a given task stays across reseeding
 
 
 @pytest.mark.parametrize("kind", KINDS)

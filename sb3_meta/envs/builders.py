@@ -17,6 +17,7 @@ import gymnasium as gym
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from sb3_meta.common.utils import check_int
+from sb3_meta.envs.core import TaskEnv
 from sb3_meta.envs.vec_env import (
     BatchedTaskVecEnv,
     TaskDummyVecEnv,
@@ -244,6 +245,9 @@ def make_task_vec_env(
     else:
         template = copy.deepcopy(env)
         template_base = get_task_env(template)
+        if isinstance(template_base, TaskEnv) and template_base.has_task:
+            # the env's task is given to every sub-env: it stays when a sub-env is reseeded (TaskEnv.reset)
+            template_base.reset_task(template_base.get_task())
         # One independent task RNG per sub-env (and initial-state RNG if the env's was already seeded):
         # plain copies would share one stream, and a task mixture would draw the same tasks in every sub-env.
         task_rngs = template_base.spawn_task_rngs(n_envs) if hasattr(template_base, "spawn_task_rngs") else None

@@ -154,7 +154,10 @@ class TaskEnv(gym.Env, Generic[TaskT]):
     - ``_sample_task(rng) -> task``: draw one task with the given ``numpy.random.Generator``;
     - ``_apply_task(task)``: make the env use ``task`` (store the goal, etc.).
 
-    The current task persists across ``reset()`` (vector envs reset their sub-envs without options).
+    The current task persists across ``reset()`` (vector envs reset their sub-envs without options). A task the env
+    drew itself (at its first reset, no task given) is drawn again from the reseeded RNG by ``reset(seed=...)``, so
+    that ``reset(seed=s)`` starts the episode a fresh env's ``reset(seed=s)`` starts; a task given with
+    ``reset_task`` or ``options={"task": ...}`` stays.
     ``reset(options={"task": task})`` switches task at reset; ``reset(options={"sample_task": True})`` or
     ``sample_task_on_reset=True`` draws a fresh task at every reset (the task mixture, used to train a
     pretrained baseline). Task sampling uses the env's own RNG, seeded by ``seed`` or ``reset(seed=...)``,
@@ -180,6 +183,8 @@ class TaskEnv(gym.Env, Generic[TaskT]):
         self.sample_task_on_reset = bool(sample_task_on_reset)
         self._task_rng = self._make_task_rng(seed)
         self._task: TaskT | None = None
+        # whether the current task was drawn by the env (not given): reset(seed=...) then draws it again
+        self._task_drawn = False
 
     # --- what subclasses implement ---------------------------------------------------------------
     def _sample_task(self, rng: np.random.Generator) -> TaskT:
@@ -226,6 +231,12 @@ class TaskEnv(gym.Env, Generic[TaskT]):
         task = self.validate_task(task)
         self._apply_task(task)
         self._task = task
+        self._task_drawn = False
+
+    @property
+    def has_task(self) -> bool:
+        """Whether the env has a task (after the first ``reset()`` or ``reset_task()``)."""
+        return self._task is not None
 
     def get_task(self) -> TaskT:
         """The current task; ``RuntimeError`` before the first ``reset()`` / ``reset_task()``."""
@@ -263,8 +274,9 @@ class TaskEnv(gym.Env, Generic[TaskT]):
             self._task_rng = self._make_task_rng(seed)
         if task is not None:
             self.reset_task(task)
-        elif sample or self.sample_task_on_reset or self._task is None:
+        elif sample or self.sample_task_on_reset or self._task is None or (seed is not None and self._task_drawn):
             self.reset_task(self.sample_tasks(1)[0])
+            self._task_drawn = True
         return super().reset(seed=seed, options=None)
 
 

@@ -253,6 +253,8 @@ class BatchedTaskVecEnv(VecEnv):
             # Placeholders drawn from copies of the RNGs: the first reset() draws the same tasks for real.
             self._tasks = [env._sample_task(copy.deepcopy(rng)) for rng in self._task_rngs]
             self._auto_task = np.ones(self.num_envs, dtype=bool)
+        # which sub-envs hold a task they drew themselves: a reset with a seed draws it again (as TaskEnv.reset)
+        self._drawn_task = self._auto_task.copy()
         self.render_mode = None
         #: sub-envs that stand still until the next reset() (set_idle_envs), or None
         self._idle: np.ndarray | None = None
@@ -318,12 +320,13 @@ class BatchedTaskVecEnv(VecEnv):
 
     def get_task_state(self) -> dict[str, Any]:
         """The sub-envs' tasks and which of them still draw their own at the next reset (not rebuilt by reset)."""
-        return {"tasks": list(self._tasks), "auto_task": self._auto_task.copy()}
+        return {"tasks": list(self._tasks), "auto_task": self._auto_task.copy(), "drawn_task": self._drawn_task.copy()}
 
     def set_task_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`get_task_state`."""
         self.set_tasks(state["tasks"])
         self._auto_task[:] = state["auto_task"]
+        self._drawn_task[:] = state.get("drawn_task", state["auto_task"])
 
     def set_pending_resets(self, seeds: Sequence[int | None], options: Sequence[dict[str, Any]]) -> None:
         """The seed and options each sub-env's next reset uses (what ``seed()`` / ``set_options()`` leave pending)."""
@@ -349,6 +352,7 @@ class BatchedTaskVecEnv(VecEnv):
         for i, task in zip(idx.tolist(), tasks, strict=True):
             self._tasks[i] = task
         self._auto_task[idx] = False
+        self._drawn_task[idx] = False
 
     def get_tasks(self, indices: VecEnvIndices = None) -> list[Task]:
         """The task of each sub-env in ``indices`` (all by default)."""
@@ -367,6 +371,8 @@ class BatchedTaskVecEnv(VecEnv):
         """Reset every sub-env, applying the seeds and options set by ``seed()`` / ``set_options()`` first."""
         # Validate every sub-env's options before anything changes.
         parsed = [self.template_env.parse_reset_options(options or None) for options in self._options]
+        # a sub-env reseeded while holding a task it drew itself draws it again (as a fresh sub-env would)
+        redraw = np.array([seed is not None for seed in self._seeds], dtype=bool) & self._drawn_task
         for i, seed in enumerate(self._seeds):
             if seed is not None:
                 self._task_rngs[i] = TaskEnv._make_task_rng(seed)
@@ -374,8 +380,9 @@ class BatchedTaskVecEnv(VecEnv):
         for i, (task, sample) in enumerate(parsed):
             if task is not None:
                 self.set_tasks([task], indices=[i])
-            elif sample or self.template_env.sample_task_on_reset or self._auto_task[i]:
+            elif sample or self.template_env.sample_task_on_reset or self._auto_task[i] or redraw[i]:
                 self.set_tasks(self._sample_with(i, 1), indices=[i])
+                self._drawn_task[i] = True
         self._reset_seeds()
         self._reset_options()
         self._idle = None
