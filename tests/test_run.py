@@ -196,6 +196,12 @@ def test_unsupported_action_space():
         MAML("MlpPolicy", MultiDiscreteTasks(), **small_kwargs())
 
 
+@pytest.mark.parametrize("algo", [MAML, FOMAML, Reptile])
+def test_no_env_is_a_clear_error(algo):
+    with pytest.raises(ValueError, match=r"needs an env.*\.load\(path\)"):
+        algo("MlpPolicy", None)
+
+
 class DictObservation(gym.ObservationWrapper):
     """A task distribution whose observation is a Dict (as goal-conditioned envs have)."""
 

@@ -232,21 +232,24 @@ def flip_byte_in_entry(raw: bytes, entry: str) -> bytes:
     return raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :]
 
 
-def test_load_a_truncated_or_corrupt_file(tmp_path):
-    model = MAML("MlpPolicy", point_mass(), **small_kwargs())
+@pytest.mark.parametrize("algo", [MAML, FOMAML], ids=["maml", "fomaml"])
+def test_load_a_truncated_or_corrupt_file(tmp_path, algo):
+    model = algo("MlpPolicy", point_mass(), **small_kwargs())
     model.save(tmp_path / "m.zip")
     raw = (tmp_path / "m.zip").read_bytes()
-    broken = {f"truncated to {n}": raw[:n] for n in (len(raw) // 2, len(raw) - 10, 100)}
+    # cut anywhere: a cut file may end with a whole zip of torch's stored inside the checkpoint (policy.pth)
+    cuts = [int(len(raw) * f) for f in (0.3, 0.5, 0.7, 0.9, 0.99)] + [len(raw) - 10, 100]
+    broken = {f"truncated to {n}": raw[:n] for n in cuts}
     broken["policy.pth corrupt"] = flip_byte_in_entry(raw, "policy.pth")
     broken["data corrupt"] = flip_byte_in_entry(raw, "data")
     torch_state, np_state = th.get_rng_state(), np.random.get_state()[1].copy()
     for what, content in broken.items():
         (tmp_path / "bad.zip").write_bytes(content)
         with pytest.raises(ValueError, match="truncated or corrupt") as error:
-            MAML.load(tmp_path / "bad.zip", env=point_mass())
+            algo.load(tmp_path / "bad.zip", env=point_mass())
         assert "another library" not in str(error.value), what
         with pytest.raises(ValueError, match="truncated or corrupt"):
-            MAML.load(io.BytesIO(content))
+            algo.load(io.BytesIO(content))
         with pytest.raises(ValueError, match="truncated or corrupt"):
             model.set_parameters(tmp_path / "bad.zip")
     # refused before anything was applied: not even the global RNGs were reseeded

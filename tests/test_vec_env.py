@@ -61,10 +61,16 @@ def test_make_task_vec_env_picks_the_vec_env():
     assert type(make_task_vec_env(TaskMixture(PointMassTasks()), 2)) is TaskDummyVecEnv
     shorter = gym.make("sb3_meta/PointMass-v0", max_episode_steps=10)
     assert type(make_task_vec_env(shorter, 2)) is TaskDummyVecEnv
-    with pytest.raises(ValueError, match="wrappers that a batched VecEnv would drop"):
+    with pytest.raises(ValueError, match="wrappers or a render_mode that a batched VecEnv would drop"):
         make_task_vec_env(OracleObservation(PointMassTasks()), 2, vec_env_cls="batched")
     venv = make_task_vec_env("sb3_meta/PointMass-v0", 3, env_kwargs={"goal_range": 2.0})
     assert venv.num_envs == 3 and venv.get_attr("goal_range") == [2.0] * 3
+    # an env that renders gets SB3's VecEnv, which renders (the batched VecEnvs do not)
+    rendering = make_task_vec_env(PointMassTasks(render_mode="rgb_array"), 2, seed=0)
+    assert type(rendering) is TaskDummyVecEnv
+    rendering.reset()
+    frames = rendering.get_images()
+    assert len(frames) == 2 and all(f is not None and f.ndim == 3 for f in frames)
     assert is_task_vec_env(venv) and not is_task_vec_env(DummyVecEnv([lambda: gym.make("CartPole-v1")]))
 
 

@@ -139,6 +139,12 @@ class MetaAlgorithm(BaseAlgorithm):
 
         self.task_env: Any = None
         venv = None
+        if env is None and _init_setup_model:
+            raise ValueError(
+                f"{type(self).__name__} needs an env: a task distribution (e.g. PointMassTasks()), its registered id "
+                f"(e.g. 'sb3_meta/PointMass-v0') or a task VecEnv; to restore a saved model, use "
+                f"{type(self).__name__}.load(path)"
+            )
         if env is not None:
             n_envs = self.meta_batch_size * self.fast_batch_size if _init_setup_model else None
             venv, self.task_env = self._make_task_env(env, n_envs, seed, verbose)
@@ -836,6 +842,11 @@ def _read_checkpoint_data(file: Any, path: Any, require_data: bool = True) -> di
             bad_entry = archive.testzip()  # reads every entry: CRC errors here, not halfway through a load
             if bad_entry is not None:
                 raise zipfile.BadZipFile(f"bad CRC-32 for the entry {bad_entry!r}")
+            # A file cut short loses the archive's end record; zipfile may then find the end record of a zip
+            # stored inside it (the torch files) and open that one, whose first entry starts mid-file.
+            entries = archive.infolist()
+            if entries and min(entry.header_offset for entry in entries) != 0:
+                raise zipfile.BadZipFile("the archive found is not at the start of the file (a zip stored inside it)")
             if "data" not in archive.namelist():
                 if require_data:
                     raise ValueError(f"{path!r} is not a checkpoint: the zip archive has no 'data' entry (not saved by save)")

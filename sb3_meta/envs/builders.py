@@ -231,7 +231,10 @@ def make_task_vec_env(
         if batched_cls is None:
             raise ValueError(f"{type(base).__name__} has no batched VecEnv; use vec_env_cls='dummy' or 'subproc'")
         if not is_batchable(env):
-            raise ValueError(f"{env} carries wrappers that a batched VecEnv would drop; use vec_env_cls='dummy' or 'subproc'")
+            raise ValueError(
+                f"{env} carries wrappers or a render_mode that a batched VecEnv would drop; "
+                "use vec_env_cls='dummy' or 'subproc'"
+            )
         vec_env_cls = batched_cls
     if vec_env_cls == "dummy" or vec_env_cls is DummyVecEnv:
         vec_env_cls = TaskDummyVecEnv

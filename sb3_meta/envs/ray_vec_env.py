@@ -773,7 +773,9 @@ def make_ray_task_vec_env(
     if getattr(base, "batched_vec_env_cls", None) is None:
         raise ValueError(f"{type(base).__name__} has no batched VecEnv to run on Ray actors; use vec_env_cls='subproc'")
     if not is_batchable(env):
-        raise ValueError(f"{env} carries wrappers that a batched VecEnv would drop; use vec_env_cls='dummy' or 'subproc'")
+        raise ValueError(
+            f"{env} carries wrappers or a render_mode that a batched VecEnv would drop; use vec_env_cls='dummy' or 'subproc'"
+        )
     venv = RayTaskVecEnv(base, n_envs, n_workers=ray_workers, actor_options=ray_actor_options, address=ray_address)
     if seed is not None:
         venv.seed(int(seed))

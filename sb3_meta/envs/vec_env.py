@@ -515,7 +515,10 @@ def is_bookkeeping_wrapper(wrapper: gym.Wrapper) -> bool:
 
 
 def is_batchable(env: gym.Env) -> bool:
-    """Whether a batched VecEnv of ``env.unwrapped`` behaves like ``env``: only bookkeeping wrappers around it."""
+    """Whether a batched VecEnv of ``env.unwrapped`` behaves like ``env``: only bookkeeping wrappers around it, and
+    no ``render_mode`` (the batched VecEnvs do not render; SB3's VecEnvs of copies of ``env`` do)."""
+    if getattr(env.unwrapped, "render_mode", None) is not None:
+        return False
     while isinstance(env, gym.Wrapper):
         if not is_bookkeeping_wrapper(env):
             return False
