@@ -257,6 +257,35 @@ def test_set_env(tmp_path):
         loaded.set_env(gym.make("CartPole-v1"))
 
 
+@pytest.mark.parametrize("name", ["FOMAML", "Reptile"])
+def test_load_then_set_env_resumes_bit_for_bit(tmp_path, name):
+    """SB3's ``load(path)`` → ``set_env(env)`` → ``learn(reset_num_timesteps=False)`` is ``load(path, env=env)``:
+    the checkpoint's task sampler and VecEnv RNG states reach the env given later, not the env's own streams."""
+    cls, extra = ALGOS[name]
+    first = cls("MlpPolicy", point_mass(), **small_kwargs(seed=5), **extra)
+    first.learn(1)
+    first.save(tmp_path / "checkpoint.zip")
+    with_env = cls.load(tmp_path / "checkpoint.zip", env=point_mass(seed=11))
+    with_env.learn(1, reset_num_timesteps=False)
+    for _ in range(2):
+        later = cls.load(tmp_path / "checkpoint.zip")
+        later.save(tmp_path / "resaved.zip")  # saved before it had an env: the sampler states are kept
+        later = cls.load(tmp_path / "resaved.zip")
+        later.set_env(point_mass(seed=11))
+        later.learn(1, reset_num_timesteps=False)
+        assert params_equal(later.meta_parameters(), with_env.meta_parameters())
+
+
+def test_set_env_keeps_the_models_task_sampler():
+    """Two models of the same seed draw the same tasks after ``set_env`` (the sampler is the model's)."""
+    drawn = []
+    for env_seed in (1, 2):  # the new envs' own seeds differ
+        model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(seed=0), **FAST_TRPO)
+        model.set_env(point_mass(seed=env_seed))
+        drawn.append(model.task_env.sample_tasks(3))
+    assert drawn[0] == drawn[1]
+
+
 @pytest.mark.parametrize("saved_with", ["batched", "dummy"])
 def test_load_into_another_kind_of_vec_env(tmp_path, saved_with):
     """A checkpoint of a batched VecEnv loads into a DummyVecEnv (and the reverse): resumes with a warning."""

@@ -181,6 +181,8 @@ class MetaAlgorithm(BaseAlgorithm):
         #: seconds per part of the last iterations (sampling, inner, meta-step, whole), for benchmarks and plots
         self.iteration_times: collections.deque[dict[str, float]] = collections.deque(maxlen=ITERATION_TIMES_KEPT)
         self._rng_state: dict[str, Any] | None = None
+        # the checkpoint's RNG states when load had no env to give them to: set_env gives them
+        self._unapplied_rng_state: dict[str, Any] | None = None
         #: the model's own torch random stream (made by _setup_model): learn and predict draw from it alone
         self._torch_stream: TorchStream | None = None
         self._adapt_venvs = AdaptationVecEnvs(max_entries=4)
@@ -264,8 +266,19 @@ class MetaAlgorithm(BaseAlgorithm):
         venv, task_env = self._make_task_env(env, self.meta_batch_size * self.fast_batch_size, self.seed)
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
         super().set_env(venv, force_reset=force_reset)
-        self.task_env = task_env
+        old_task_env, self.task_env = self.task_env, task_env
         self._adapt_venvs.close()
+        # The task sampler is the model's (seeded by its seed, saved in its checkpoints), not the new env's: a
+        # model loaded without an env gets the checkpoint's RNG states now, as load(path, env=...) would have
+        # given them (the torch stream was restored by load); otherwise the sampler's state carries over.
+        if self._unapplied_rng_state is not None:
+            state = rng_state_from_json(self._unapplied_rng_state)
+            if "vec_env" in state and len(state["vec_env"]["seeds"]) != unwrap_task_vec_env(self.env).num_envs:
+                state.pop("vec_env")  # other sub-envs now
+            set_rng_state(state, task_env, self.env, TorchStream(self.device))  # a throwaway stream takes "torch"
+            self._unapplied_rng_state = None
+        elif old_task_env is not None and hasattr(old_task_env, "task_rng") and hasattr(task_env, "task_rng"):
+            task_env.task_rng = copy.deepcopy(old_task_env.task_rng)
 
     # --- setup -------------------------------------------------------------------------------------
     def _setup_model(self) -> None:
@@ -643,7 +656,14 @@ class MetaAlgorithm(BaseAlgorithm):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _excluded_save_params(self) -> list[str]:
-        excluded = ["task_env", "_adapt_venvs", "adaptation_returns", "iteration_times", "_torch_stream"]
+        excluded = [
+            "task_env",
+            "_adapt_venvs",
+            "adaptation_returns",
+            "iteration_times",
+            "_torch_stream",
+            "_unapplied_rng_state",
+        ]
         return [*super()._excluded_save_params(), *excluded]
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Any = None, include: Any = None) -> None:
@@ -657,7 +677,10 @@ class MetaAlgorithm(BaseAlgorithm):
         The RNG states and the class name are stored as plain JSON in the checkpoint's ``data`` entry, so that
         :meth:`load` reads them (and refuses another library's checkpoint) without unpickling anything.
         """
-        self._rng_state = rng_state_to_json(get_rng_state(self.task_env, self.env, self._torch_stream))
+        state = get_rng_state(self.task_env, self.env, self._torch_stream)
+        if self._unapplied_rng_state is not None:  # loaded without an env: keep the sampler states for set_env
+            state = {**rng_state_from_json(self._unapplied_rng_state), **state}
+        self._rng_state = rng_state_to_json(state)
         self._checkpoint_class = type(self).__name__
         if isinstance(path, (str, os.PathLike)):
             save = super().save  # zero-argument super() does not work in the lambda below
@@ -741,6 +764,9 @@ class MetaAlgorithm(BaseAlgorithm):
             model.n_envs = n_envs  # what set_env will be given (SB3 requires the same number as the model's)
         if "seed" in kwargs:  # an explicit seed reseeds everything, the task sampler made above included
             model.set_random_seed(model.seed)
+        elif model._rng_state is not None and model.env is None:
+            model._unapplied_rng_state = model._rng_state  # set_env applies it
+            set_rng_state(model._rng_state, None, None, model._torch_stream)  # the torch stream only, without an env
         elif model._rng_state is not None:
             state = rng_state_from_json(model._rng_state)
             if model.env is not None and n_envs != data["meta_batch_size"] * data["fast_batch_size"]:
