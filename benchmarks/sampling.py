@@ -193,11 +193,9 @@ class _PreparedShardStep:
         return self.reply
 
 
-def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sampler:
-    """What ``RayTaskVecEnv.step`` costs besides the env: slices of actions out, shard steps back, concatenated.
-
-    One actor per shard, on the node of that shard's actor (``node_ids``), holding no CPU (it computes nothing).
-    """
+def prepared_shard_actors(ray: Any, batched: VecEnv, node_ids: list[str]) -> tuple[list[Any], list[tuple[int, int]]]:
+    """One :class:`_PreparedShardStep` actor per shard of ``batched``, on the node of that shard's actor
+    (``node_ids``), holding no CPU (it computes nothing), and the shards' ranges of sub-envs."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from sb3_meta.envs.ray_vec_env import shard_ranges
@@ -211,11 +209,24 @@ def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sa
         options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
         reply = (obs[a:b], rewards[a:b], dones[a:b], infos.slice(a, b))  # what a shard sends back
         actors.append(ray.remote(_PreparedShardStep).options(**options).remote(reply))
+    return actors, ranges
+
+
+def concatenate_shard_steps(results: list[tuple]) -> tuple[list[np.ndarray], list[dict]]:
+    """The shards' replies as one step, as ``RayTaskVecEnv.step_wait`` joins them: obs, rewards, dones; infos."""
+    arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]
+    return arrays, [info for r in results for info in r[3].unpack()]
+
+
+def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sampler:
+    """What ``RayTaskVecEnv.step`` costs besides the env: slices of actions out, shard steps back, concatenated.
+
+    One actor per shard (:func:`prepared_shard_actors`).
+    """
+    actors, ranges = prepared_shard_actors(ray, batched, node_ids)
 
     def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
-        results = ray.get([actor.step.remote(actions[a:b]) for actor, (a, b) in zip(actors, ranges)])
-        arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]  # obs, rewards, dones
-        return arrays, [info for r in results for info in r[3].unpack()]
+        return concatenate_shard_steps(ray.get([actor.step.remote(actions[a:b]) for actor, (a, b) in zip(actors, ranges)]))
 
     def close() -> None:
         for actor in actors:
@@ -232,27 +243,14 @@ def ray_compiled_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[st
     not use one (beta API; a dead actor needs a teardown and a new compilation; see docs/ray.md).
     """
     from ray.dag import InputNode, MultiOutputNode
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from sb3_meta.envs.ray_vec_env import shard_ranges
-
-    batched.reset()
-    shape = batched.action_space.shape
-    obs, rewards, dones, infos = batched.step_packed(np.zeros((batched.num_envs, *shape)))  # type: ignore[attr-defined, misc]
-    ranges = shard_ranges(batched.num_envs, len(node_ids))
-    actors = []
-    for (a, b), node_id in zip(ranges, node_ids):
-        options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
-        reply = (obs[a:b], rewards[a:b], dones[a:b], infos.slice(a, b))
-        actors.append(ray.remote(_PreparedShardStep).options(**options).remote(reply))
+    actors, ranges = prepared_shard_actors(ray, batched, node_ids)
     with InputNode() as shard_actions:
         graph = MultiOutputNode([actor.step.bind(shard_actions[i]) for i, actor in enumerate(actors)])
     compiled = graph.experimental_compile()
 
     def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
-        results = ray.get(compiled.execute(*[actions[a:b] for a, b in ranges]))
-        arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]
-        return arrays, [info for r in results for info in r[3].unpack()]
+        return concatenate_shard_steps(ray.get(compiled.execute(*[actions[a:b] for a, b in ranges])))
 
     def close() -> None:
         compiled.teardown()
