@@ -257,9 +257,9 @@ def test_bad_actions_raise_and_leave_the_state_unchanged():
     for bad, message in [
         (np.array([np.nan, 0.0]), "must be finite"),
         (np.array([0.0, np.inf]), "must be finite"),
-        (np.zeros(3), r"Expected actions of shape \(1, 2\)"),
-        (np.zeros((1, 2)), r"Expected actions of shape \(1, 2\)"),
-        (0.5, r"Expected actions of shape \(1, 2\)"),
+        (np.zeros(3), r"Expected an action of shape \(2,\) .*got shape \(3,\)"),  # one env's shapes
+        (np.zeros((1, 2)), r"Expected an action of shape \(2,\) .*got shape \(1, 2\)"),
+        (0.5, r"Expected an action of shape \(2,\) .*got shape \(\)"),
         (np.array(["a", "b"]), "Expected real numeric actions"),
         (np.array([True, False]), "Expected real numeric actions"),
     ]:

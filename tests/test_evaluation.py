@@ -67,6 +67,19 @@ def test_same_seed_same_result_and_nothing_moves():
     assert params_equal(theta, model.meta_parameters())
 
 
+def test_unseeded_calls_draw_new_tasks_with_the_envs_task_rng():
+    """As documented: without seed or tasks, the env's own task RNG draws (and advances), so calls differ."""
+    model = fomaml()
+    env = point_mass(start="origin")
+    expected = copy.deepcopy(env).sample_tasks(3)
+    a = evaluate_adaptation(model, env, n_tasks=3, n_steps=0, n_episodes=2)
+    b = evaluate_adaptation(model, env, n_tasks=3, n_steps=0, n_episodes=2)
+    assert a.tasks == expected and b.tasks != a.tasks
+    state = copy.deepcopy(env.task_rng.bit_generator.state)
+    given = evaluate_adaptation(model, env, n_steps=0, n_episodes=2, tasks=a.tasks)  # given tasks: nothing drawn
+    assert given.tasks == a.tasks and env.task_rng.bit_generator.state == state
+
+
 def test_held_out_tasks_differ_from_the_first_training_tasks():
     env = point_mass(start="origin", seed=0)
     assert sample_eval_tasks(env, 3, seed=0) != point_mass(start="origin", seed=0).sample_tasks(3)

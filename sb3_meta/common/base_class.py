@@ -33,7 +33,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import json_to_data, load_from_zip_file, recursive_getattr
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import check_for_correct_spaces, configure_logger, safe_mean
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecMonitor,
+    VecNormalize,
+    is_vecenv_wrapped,
+)
 
 from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
 from sb3_meta.common.meta_gradient import MetaObjective
@@ -53,9 +60,10 @@ from sb3_meta.envs.vec_env import (
     TaskVecEnvWrapper,
     get_task_env,
     is_task_vec_env,
+    sub_env_copy,
     sub_envs_are_task_distributions,
 )
-from sb3_meta.envs.wrappers import check_not_mixture
+from sb3_meta.envs.wrappers import OracleObservation, OracleVecEnv, check_not_mixture
 
 __all__ = ["MetaAlgorithm", "atomic_write"]
 
@@ -137,7 +145,8 @@ class MetaAlgorithm(BaseAlgorithm):
         if isinstance(policy, type) and not issubclass(policy, MetaActorCriticPolicy):
             raise ValueError(f"policy must be 'MlpPolicy' or a MetaActorCriticPolicy subclass, got {policy.__name__}")
 
-        self.task_env: Any = None
+        #: the task distribution as given, wrappers included (see :attr:`task_env`): what adaptation copies
+        self.adaptation_env: Any = None
         venv = None
         if env is None and _init_setup_model:
             raise ValueError(
@@ -147,7 +156,7 @@ class MetaAlgorithm(BaseAlgorithm):
             )
         if env is not None:
             n_envs = self.meta_batch_size * self.fast_batch_size if _init_setup_model else None
-            venv, self.task_env = self._make_task_env(env, n_envs, seed, verbose)
+            venv, self.adaptation_env = self._make_task_env(env, n_envs, seed, verbose)
             if not isinstance(venv.action_space, (spaces.Box, spaces.Discrete)):
                 raise ValueError(f"{type(self).__name__} supports Box and Discrete action spaces, got {venv.action_space}")
             if not isinstance(venv.observation_space, spaces.Box):
@@ -190,9 +199,22 @@ class MetaAlgorithm(BaseAlgorithm):
             self._setup_model()
 
     # --- env handling ------------------------------------------------------------------------------
+    @property
+    def task_env(self) -> Any:
+        """The model's task sampler: the unwrapped distribution under :attr:`adaptation_env` (``None`` without one).
+
+        Tasks are drawn with its RNG (seeded by the model's seed, saved in checkpoints). :attr:`adaptation_env`
+        keeps the wrappers the model was trained with (an oracle observation, a reward transform...): ``adapt``
+        and ``adapt_tasks`` sample copies of it, so that a model adapts on the env it was trained on.
+        """
+        return None if self.adaptation_env is None else get_task_env(self.adaptation_env)
+
     @staticmethod
     def _make_task_env(env: GymEnv | str, n_envs: int | None, seed: int | None, verbose: int = 0) -> tuple[VecEnv, Any]:
-        """(batched task VecEnv wrapped in a VecMonitor, task sampler) from what the user passed."""
+        """(task VecEnv wrapped in a VecMonitor, the distribution with its wrappers) from what the user passed.
+
+        The second is ``None`` for a VecEnv the model cannot copy a sub-env of (e.g. a custom VecEnv class).
+        """
         if isinstance(env, str):
             env = gym.make(env)
         if isinstance(env, VecEnv):
@@ -215,24 +237,32 @@ class MetaAlgorithm(BaseAlgorithm):
                     "make it with make_task_vec_env(env, meta_batch_size * fast_batch_size)"
                 )
             inner = unwrap_task_vec_env(env)
-            task_env = getattr(inner, "template_env", None)
-            if task_env is None and isinstance(inner, DummyVecEnv):
-                # Sample tasks with a copy of sub-env 0's distribution owned by the model (as for a task-distribution
-                # env), so that the model's seed and checkpoints cover task sampling: sub-env 0's own task RNG is
-                # only seeded at the first reset, after the first meta-batch of tasks has been drawn.
-                task_env = copy.deepcopy(get_task_env(inner.envs[0]))
-            venv: VecEnv = env if isinstance(env, VecMonitor) else VecMonitor(env)
-            return venv, task_env
+            source: Any = getattr(inner, "template_env", None)  # a batched VecEnv's distribution (unwrapped)
+            if source is not None and is_vecenv_wrapped(env, OracleVecEnv):
+                source = OracleObservation(source)  # the oracle form, as the VecEnv presents it
+            elif source is None and isinstance(inner, (DummyVecEnv, SubprocVecEnv)):
+                # Sample tasks with a copy of sub-env 0 owned by the model (as for a task-distribution env), so that
+                # the model's seed and checkpoints cover task sampling: sub-env 0's own task RNG is only seeded at
+                # the first reset, after the first meta-batch of tasks has been drawn (and lives in another process
+                # for a SubprocVecEnv). The copy keeps sub-env 0's wrappers, which adaptation must apply too.
+                source = sub_env_copy(inner, 0)
+            if isinstance(env, VecMonitor):
+                return env, source
+            with warnings.catch_warnings():
+                # make_vec_env puts each sub-env in a Monitor, and VecMonitor warns that it overrides their episode
+                # statistics: both count the same episodes, and the learn loop reads VecMonitor's
+                warnings.filterwarnings("ignore", message="The environment is already wrapped with a `Monitor`")
+                return VecMonitor(env), source
         if not isinstance(env, gym.Env):
             raise ValueError(
                 f"env must be a task-distribution env, a registered id or a task VecEnv, got {type(env).__name__}"
             )
-        task_env = get_task_env(env)  # raises a clear error for envs without sample_tasks/reset_task
+        get_task_env(env)  # raises a clear error for envs without sample_tasks/reset_task
         check_not_mixture(env)
         if n_envs is None:  # placeholder until load() knows the sizes
             n_envs = 1
         venv = make_task_vec_env(env, n_envs, seed=seed)
-        return VecMonitor(venv), task_env
+        return VecMonitor(venv), env
 
     def _sample_tasks(self, n: int) -> list[Task]:
         if self.task_env is not None:
@@ -247,7 +277,7 @@ class MetaAlgorithm(BaseAlgorithm):
         if self.max_episode_steps is not None:
             return self.max_episode_steps
         venvs = [v for v in (self.env, venv) if v is not None]
-        for source in (self.task_env, *(getattr(unwrap_task_vec_env(v), "template_env", None) for v in venvs)):
+        for source in (self.adaptation_env, *(getattr(unwrap_task_vec_env(v), "template_env", None) for v in venvs)):
             horizon = env_horizon(source)
             if horizon:
                 return horizon
@@ -263,10 +293,11 @@ class MetaAlgorithm(BaseAlgorithm):
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """Set a new task distribution (or task VecEnv with ``n_envs`` sub-envs); spaces must match."""
         # the sizes the model samples with (load(..., meta_batch_size=...) may have changed them since it was saved)
-        venv, task_env = self._make_task_env(env, self.meta_batch_size * self.fast_batch_size, self.seed)
+        venv, source = self._make_task_env(env, self.meta_batch_size * self.fast_batch_size, self.seed)
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
         super().set_env(venv, force_reset=force_reset)
-        old_task_env, self.task_env = self.task_env, task_env
+        old_task_env, self.adaptation_env = self.task_env, source
+        task_env = self.task_env
         self._adapt_venvs.close()
         # The task sampler is the model's (seeded by its seed, saved in its checkpoints), not the new env's: a
         # model loaded without an env gets the checkpoint's RNG states now, as load(path, env=...) would have
@@ -592,7 +623,7 @@ class MetaAlgorithm(BaseAlgorithm):
         tasks = list(tasks)
         if not tasks:
             raise ValueError("adapt_tasks needs at least one task")
-        source = env if env is not None else self.task_env
+        source = env if env is not None else self.adaptation_env
         if source is None:
             raise ValueError("No task distribution: pass env=... (the model has none, e.g. loaded without env)")
         step_sizes = check_step_sizes(adapt_lr, n_steps, self.inner_lr)
@@ -628,7 +659,7 @@ class MetaAlgorithm(BaseAlgorithm):
         if isinstance(env, Task):
             if self.task_env is None:
                 raise ValueError("This model has no task distribution to apply the task to: pass an env set to the task")
-            task, task_source = env, self.task_env
+            task, task_source = env, self.adaptation_env
             self.task_env.validate_task(task) if hasattr(self.task_env, "validate_task") else None
         elif env is not None:
             check_not_mixture(env)  # before asking for its task: a mixture has none to keep
@@ -649,7 +680,7 @@ class MetaAlgorithm(BaseAlgorithm):
         np.random.set_state(np_state)
         random.setstate(py_state)
         new_model._load_meta_parameters({k: v[0] for k, v in adapted.items()})
-        new_model.task_env = copy.deepcopy(get_task_env(task_source))
+        new_model.adaptation_env = copy.deepcopy(task_source)  # the task's env, wrappers included
         new_model.task_env.reset_task(task)
         new_model.adaptation_returns = returns[0]  # type: ignore[attr-defined]  # only models from adapt() have it
         return new_model
@@ -657,7 +688,7 @@ class MetaAlgorithm(BaseAlgorithm):
     # --- checkpoints -----------------------------------------------------------------------------
     def _excluded_save_params(self) -> list[str]:
         excluded = [
-            "task_env",
+            "adaptation_env",
             "_adapt_venvs",
             "adaptation_returns",
             "iteration_times",
@@ -729,7 +760,7 @@ class MetaAlgorithm(BaseAlgorithm):
                     else "it was saved by another library, e.g. an SB3 algorithm: load it with that library's load"
                 )
                 raise ValueError(f"{path!r} is not a {cls.__name__} checkpoint ({origin})")
-            task_env = None
+            source = None
             custom = dict(custom_objects or {})
             overrides = {**custom, **kwargs}  # SB3's load: custom_objects replace saved data, then kwargs win
             cls._check_hyperparameters(data, overrides)  # before any env is made or file read further
@@ -737,7 +768,7 @@ class MetaAlgorithm(BaseAlgorithm):
                 "fast_batch_size", data["fast_batch_size"]
             )
             if env is not None:
-                env, task_env = cls._make_task_env(env, n_envs, None)
+                env, source = cls._make_task_env(env, n_envs, None)
                 encoded = {key: data[key] for key in ("observation_space", "action_space") if key in data}
                 saved_spaces = json_to_data(json.dumps(encoded), custom_objects=custom_objects)
                 if len(saved_spaces) == 2:
@@ -758,7 +789,7 @@ class MetaAlgorithm(BaseAlgorithm):
         finally:
             if opened:
                 file.close()
-        model.task_env = task_env
+        model.adaptation_env = source
         model._adapt_venvs = AdaptationVecEnvs(max_entries=4)
         if model.env is None:
             model.n_envs = n_envs  # what set_env will be given (SB3 requires the same number as the model's)
@@ -771,7 +802,7 @@ class MetaAlgorithm(BaseAlgorithm):
             state = rng_state_from_json(model._rng_state)
             if model.env is not None and n_envs != data["meta_batch_size"] * data["fast_batch_size"]:
                 state = {key: value for key, value in state.items() if key != "vec_env"}  # other sub-envs now
-            set_rng_state(state, task_env, model.env, model._torch_stream)
+            set_rng_state(state, model.task_env, model.env, model._torch_stream)
         return model
 
     @classmethod

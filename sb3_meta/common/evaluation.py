@@ -407,8 +407,10 @@ def evaluate_adaptation(
 
     All tasks are adapted at once (one batched VecEnv of ``len(tasks) * n_episodes`` sub-envs) by
     :class:`~sb3_meta.common.adaptation.InnerLoop` (the model's own for a meta-learner); SB3 models are adapted
-    as a meta-policy copy of their policy (:func:`~sb3_meta.common.sb3_policies.meta_policy_from_sb3`). The model,
-    ``env`` and every global RNG are left as they were; the same ``seed`` gives the same result.
+    as a meta-policy copy of their policy (:func:`~sb3_meta.common.sb3_policies.meta_policy_from_sb3`). The model
+    and every global RNG are left as they were; the same ``seed`` gives the same result. ``env`` is left as it was
+    too, except that with neither ``seed`` nor ``tasks`` the tasks are drawn with its own task RNG, which advances
+    (so that unseeded calls draw new tasks; see :func:`sample_eval_tasks`).
 
     :param model: an sb3_meta meta-learner, or an SB3 PPO / A2C / sb3-contrib TRPO model with a Gaussian or
         categorical ``ActorCriticPolicy``

@@ -56,20 +56,21 @@ def as_task_env(env: Any, who: str = "this function") -> gym.Env:
 
 
 def env_horizon(env: Any) -> int | None:
-    """Episode horizon of a task distribution: its ``max_episode_steps``, else its spec's, else its time limit's."""
+    """Episode horizon of a task distribution (possibly wrapped): the shortest of its own ``max_episode_steps``
+    and its wrappers' time limits (``gym.make(id, max_episode_steps=10)`` ends episodes after 10 steps), else its
+    spec's ``max_episode_steps``."""
     if env is None:
         return None
-    horizon = getattr(getattr(env, "unwrapped", env), "max_episode_steps", None)
-    if horizon:
-        return int(horizon)
+    limits = [getattr(getattr(env, "unwrapped", env), "max_episode_steps", None)]
     spec = getattr(env, "spec", None)
-    if spec is not None and spec.max_episode_steps:
-        return int(spec.max_episode_steps)
     while isinstance(env, gym.Wrapper):
         if isinstance(env, gym.wrappers.TimeLimit):
-            return int(env._max_episode_steps)
+            limits.append(env._max_episode_steps)
         env = env.env
-    return None
+    limits = [int(limit) for limit in limits if limit]
+    if limits:
+        return min(limits)
+    return int(spec.max_episode_steps) if spec is not None and spec.max_episode_steps else None
 
 
 def wrapper_layout(env: gym.Env) -> tuple[bool, bool]:
@@ -98,7 +99,12 @@ def make_adaptation_vec_env(env: gym.Env, n_envs: int) -> VecEnv:
     oracle, only_neutral = wrapper_layout(env)
     batched = getattr(base, "batched_vec_env_cls", None) is not None
     if only_neutral and (not oracle or (batched and isinstance(base.observation_space, gym.spaces.Box))):
-        venv = make_task_vec_env(copy.deepcopy(base), n_envs)
+        base = copy.deepcopy(base)
+        if batched:
+            # adaptation VecEnvs are never rendered: SB3's make_vec_env gives its envs render_mode="rgb_array",
+            # which would keep them off the batched VecEnv (which does not render)
+            base.render_mode = None
+        venv = make_task_vec_env(base, n_envs)
         return OracleVecEnv(venv) if oracle else venv
     return make_task_vec_env(copy.deepcopy(env), n_envs, vec_env_cls="dummy")
 

@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from sb3_meta.common.utils import check_int
 from sb3_meta.envs.core import Task, TaskEnv, TaskT
-from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_actions
+from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_action, check_actions
 
 __all__ = ["MUJOCO_BATCH_MIN_VERSION", "MujocoTaskEnv", "MujocoTaskVecEnv", "available_cores", "copy_mjdata", "mujoco_batch"]
 
@@ -206,7 +206,7 @@ class MujocoTaskEnv(TaskEnv[TaskT]):
         return observation, info
 
     def step(self, action):  # type: ignore[override]
-        actions = check_actions(np.asarray(action)[None], self.action_space, 1)  # ValueError before any change
+        actions = check_action(action, self.action_space)[None]  # ValueError before any change
         task = self.get_task()
         x_before = np.array([self._x_position()])
         self.do_simulation(actions[0], self.frame_skip)  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from sb3_meta.envs.core import Task, TaskEnv
-from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_actions
+from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_action, check_actions
 
 __all__ = ["PointMassTask", "PointMassTasks", "PointMassVecEnv"]
 
@@ -114,7 +114,7 @@ class PointMassTasks(TaskEnv[PointMassTask]):
     def step(self, action):  # type: ignore[override]
         if self._task is None:
             raise RuntimeError("PointMassTasks: call reset() before step()")
-        action = check_actions(np.asarray(action)[None], self.action_space, 1)[0]
+        action = check_action(action, self.action_space)
         self._position = self._position + self.action_scale * np.clip(action, -1.0, 1.0)
         self._elapsed += 1
         distance = float(goal_distance(self._position, self._goal))

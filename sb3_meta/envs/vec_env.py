@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
@@ -28,6 +29,7 @@ __all__ = [
     "TaskDummyVecEnv",
     "TaskSubprocVecEnv",
     "TaskVecEnvWrapper",
+    "check_action",
     "check_actions",
     "check_idle_mask",
     "checked_indices",
@@ -35,6 +37,7 @@ __all__ = [
     "is_batchable",
     "is_bookkeeping_wrapper",
     "is_task_vec_env",
+    "sub_env_copy",
     "task_env_method",
 ]
 
@@ -87,6 +90,17 @@ def check_actions(actions: Any, action_space: gym.Space, n_envs: int) -> np.ndar
     raise ValueError(f"Unsupported action space {action_space}")
 
 
+def check_action(action: Any, action_space: gym.Space) -> np.ndarray:
+    """Validate the action of a single env (:func:`check_actions` for one env, with errors in one env's terms).
+
+    :return: the action as float64 (``Box``, shape ``action_space.shape``) or int64 (``Discrete``, shape ``()``)
+    """
+    shape = np.shape(action) if not isinstance(action, (str, bytes)) else None
+    if isinstance(action_space, gym.spaces.Box) and shape is not None and shape != action_space.shape:
+        raise ValueError(f"Expected an action of shape {action_space.shape} ({action_space}), got shape {shape}")
+    return check_actions(np.asarray(action)[None], action_space, 1)[0]
+
+
 def get_task_env(env: Any) -> TaskEnv:
     """The task distribution under ``env`` (a gymnasium env, possibly wrapped); clear error if it is none."""
     base = env.unwrapped if isinstance(env, gym.Env) else env
@@ -97,6 +111,56 @@ def get_task_env(env: Any) -> TaskEnv:
             "Use an env from sb3_meta.envs or subclass sb3_meta.envs.TaskEnv."
         )
     return cast(TaskEnv, base)
+
+
+def sub_env_copy(venv: VecEnv, index: int = 0) -> gym.Env:
+    """A copy, in this process, of sub-env ``index`` of an SB3 ``DummyVecEnv`` or ``SubprocVecEnv``, with its
+    wrappers (SB3's outer ``Monitor`` bookkeeping left out): what adaptation and task sampling copy.
+
+    A ``SubprocVecEnv`` sub-env lives in another process: it is reduced there with the pickle protocol
+    (``__reduce_ex__``) and rebuilt here, so it must be picklable, as anything sent to a sub-process is.
+
+    :raises ValueError: ``venv`` is neither, or its sub-env cannot be copied
+    """
+    if isinstance(venv, DummyVecEnv):
+        env = venv.envs[index]
+        while isinstance(env, Monitor):  # a Monitor may hold an open results file: copy what it wraps
+            env = env.env
+        return copy.deepcopy(env)
+    if not isinstance(venv, SubprocVecEnv):
+        raise ValueError(f"sub_env_copy needs a DummyVecEnv or SubprocVecEnv, got {type(venv).__name__}")
+    try:
+        if issubclass(venv.get_attr("__class__", indices=[index])[0], Monitor):
+            env = venv.get_attr("env", indices=[index])[0]  # what the Monitor wraps, pickled as an attribute
+        else:
+            reduced = venv.env_method("__reduce_ex__", 2, indices=[index])[0]
+            if isinstance(reduced, str) or len(reduced) < 2:
+                raise TypeError(f"its __reduce_ex__ names a global ({reduced!r}), not a copy")
+            env = reduced[0](*reduced[1])
+            state = reduced[2] if len(reduced) > 2 else None
+            if state is not None:
+                setstate = getattr(env, "__setstate__", None)
+                setstate(state) if callable(setstate) else env.__dict__.update(state)
+    except Exception as e:
+        # SB3's workers exit when a reply cannot be pickled: then the VecEnv is unusable, and is closed here so that
+        # no worker is left behind
+        worker = venv.processes[index]
+        worker.join(timeout=1.0)
+        closed = ""
+        if not worker.is_alive():
+            for process in venv.processes:
+                process.terminate()
+                process.join()
+            venv.closed = True
+            closed = f"; sub-env {index}'s process exited on the reply, so the VecEnv was closed: make a new one"
+        raise ValueError(
+            f"Cannot copy sub-env {index} of the SubprocVecEnv into this process ({type(e).__name__}: {e}). The model "
+            "needs a copy to sample tasks and to adapt: make the sub-envs picklable (no lambdas or open files in "
+            f"wrappers), or pass the task distribution itself or a DummyVecEnv{closed}"
+        ) from e
+    while isinstance(env, Monitor):
+        env = env.env
+    return env
 
 
 def checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
