@@ -172,6 +172,9 @@ def test_bad_input(trained):
         model.adapt(task, adapt_lr=0.0)
     with pytest.raises(ValueError, match="adapt_lr"):
         model.adapt(task, adapt_lr=True)  # not silently 1.0
+    for wrong in ({"goal": (0.3, 0.3)}, np.array([0.3, 0.3]), "sb3_meta/PointMass-v0"):  # not a task nor an env
+        with pytest.raises(ValueError, match=r"adapt expects a task \(a PointMassTask from sample_tasks\(\)\)"):
+            model.adapt(wrong)
 
 
 def test_adapt_keeps_wrappers_and_rejects_task_mixtures():

@@ -196,6 +196,28 @@ def test_episodes_cut_by_the_horizon_are_reported_done_to_callbacks(goal_radius)
     assert model.num_timesteps == short * N_ENVS and model.n_iterations == 0
 
 
+def test_callbacks_see_only_the_episodes_training_uses_with_sb3_vec_envs():
+    """SB3's DummyVecEnv resets a sub-env whose episode ended and steps it on (padding, discarded): callbacks must
+    see it idle (no done, no reward, no info) as with the batched VecEnvs, one done per episode used."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    limits = [2, HORIZON, HORIZON, HORIZON]  # sub-env 0 ends its episodes after 2 steps, then idles
+    venv = DummyVecEnv([lambda limit=limit: Monitor(point_mass(max_episode_steps=limit)) for limit in limits])
+    model = FOMAML("MlpPolicy", venv, **small_kwargs(), max_episode_steps=HORIZON, cg_max_steps=3)
+    recorder = Recorder()
+    model.learn(1, callback=recorder)
+    dones = np.array([step["dones"] for step in recorder.step_locals])  # (steps, sub-envs)
+    episodes = [
+        (i, info["episode"]["l"]) for step in recorder.step_locals for i, info in enumerate(step["infos"]) if "episode" in info
+    ]
+    assert dones.sum(axis=0).tolist() == [model.sampling_passes] * N_ENVS  # one done per sub-env and pass
+    assert sorted(episodes) == sorted([(i, limit) for i, limit in enumerate(limits)] * model.sampling_passes)
+    assert [e["l"] for e in model.ep_info_buffer] == limits * model.sampling_passes  # what training used
+    idle_rewards = [step["rewards"][0] for step in recorder.step_locals[2:HORIZON]]  # sub-env 0, after its episode
+    assert idle_rewards == [0.0] * (HORIZON - 2)
+
+
 def test_callback_list():
     model = reptile()
     first, second = Recorder(), Recorder()
@@ -279,6 +301,35 @@ def test_meta_eval_callback_logs_saves_and_leaves_training_identical(tmp_path):
     # the final evaluation equals a direct one on the same tasks and seed
     direct = evaluate_adaptation(model, point_mass(start="origin"), tasks=callback.tasks, n_steps=2, n_episodes=2, seed=0)
     np.testing.assert_array_equal(direct.returns, callback.evaluations_results[-1])
+
+
+def test_meta_eval_callback_takes_sb3s_stop_callbacks():
+    """callback_on_new_best / callback_after_eval, as on EvalCallback: SB3's stop callbacks read the parent's
+    best_mean_reward / last_mean_reward and stop training at the step after the evaluation."""
+    from stable_baselines3.common.callbacks import StopTrainingOnNoModelImprovement, StopTrainingOnRewardThreshold
+
+    def evaluation(**hooks) -> MetaEvalCallback:
+        return MetaEvalCallback(
+            point_mass(start="origin"), eval_freq=1, n_tasks=2, n_steps=1, n_episodes=2, verbose=0, **hooks
+        )
+
+    reached = evaluation(callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=-1e9))
+    model = fomaml()
+    model.learn(10 * 2 * 4 * HORIZON, callback=reached)
+    assert model.n_iterations == 1 and reached.evaluations_iterations == [1]  # stopped right after the first one
+    assert reached.best_mean_reward == reached.last_mean_reward == pytest.approx(reached.last_result.mean[-1])
+    unreached = evaluation(callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=1e9))
+    model = fomaml()
+    model.learn(3 * 2 * 4 * HORIZON, callback=unreached)
+    assert model.n_iterations == 3
+    patience = StopTrainingOnNoModelImprovement(max_no_improvement_evals=0, min_evals=1)
+    after = evaluation(callback_after_eval=patience)
+    model = fomaml()
+    model.learn(20 * 2 * 4 * HORIZON, callback=after)
+    means = [r.mean(axis=0)[-1] for r in after.evaluations_results]
+    # it stops after the first evaluation that does not improve on the best so far (min_evals=1: from the second)
+    first_stale = next(i for i in range(2, len(means) + 1) if means[i - 1] <= max(means[: i - 1]))
+    assert len(means) == first_stale and model.n_iterations == first_stale
 
 
 def test_meta_eval_callback_frequency_and_bad_env():

@@ -63,6 +63,22 @@ def test_interleaved_models_give_the_results_of_models_trained_alone():
     assert params_equal(b.meta_parameters(), alone_b.meta_parameters())
 
 
+def test_models_built_on_one_env_object_do_not_share_its_task_sampler():
+    """A sweep reuses one env variable: each model samples tasks with its own copy, which the env never reseeds."""
+    alone = make("FOMAML", seed=0)
+    alone.learn(1)
+    alone.learn(1, reset_num_timesteps=False)
+    env = point_mass()
+    other, model = make("MAML", seed=0, env=env), make("FOMAML", seed=0, env=env)
+    assert model.task_env is not env and model.task_env is not other.task_env
+    other.learn(1)
+    model.learn(1)
+    env.reset(seed=0)  # the user's env, reseeded between two learn calls
+    env.sample_tasks(5)
+    model.learn(1, reset_num_timesteps=False)
+    assert params_equal(model.meta_parameters(), alone.meta_parameters())
+
+
 def test_learn_and_predict_leave_torchs_global_generator_as_it_was():
     model = make("FOMAML")
     before = th.get_rng_state()

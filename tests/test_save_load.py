@@ -204,6 +204,7 @@ def test_load_with_new_batch_sizes(tmp_path, name):
         (dict(custom_objects={"fast_batch_size": -2}), "fast_batch_size"),
         (dict(target_kl=-1.0), "target_kl"),
         (dict(cg_damping=-0.5), "cg_damping"),
+        (dict(learning_rate=0.5), "has no learning_rate to override; its step size is inner_lr"),  # not ignored
     ],
 )
 def test_load_checks_the_hyperparameters_it_is_given(tmp_path, bad, message):
@@ -213,7 +214,8 @@ def test_load_checks_the_hyperparameters_it_is_given(tmp_path, bad, message):
         FOMAML.load(tmp_path / "m.zip", env=point_mass(), **bad)
     with pytest.raises(ValueError, match="first order"):
         FOMAML.load(tmp_path / "m.zip", first_order=False)
-    assert FOMAML.load(tmp_path / "m.zip", inner_lr=0.3).inner_lr == 0.3
+    loaded = FOMAML.load(tmp_path / "m.zip", inner_lr=0.3)
+    assert loaded.inner_lr == loaded.learning_rate == loaded.lr_schedule(1.0) == 0.3  # SB3's names follow inner_lr
 
 
 def test_load_with_an_env_of_other_spaces(tmp_path):

@@ -234,7 +234,8 @@ class MetaAlgorithm(BaseAlgorithm):
             if n_envs is not None and env.num_envs != n_envs:
                 raise ValueError(
                     f"The VecEnv has {env.num_envs} sub-envs, but meta_batch_size x fast_batch_size = {n_envs}: "
-                    "make it with make_task_vec_env(env, meta_batch_size * fast_batch_size)"
+                    "make it with make_task_vec_env(env, meta_batch_size * fast_batch_size) (or make_vec_env(..., "
+                    f"n_envs={n_envs})), or set meta_batch_size and fast_batch_size so that their product is {env.num_envs}"
                 )
             inner = unwrap_task_vec_env(env)
             source: Any = getattr(inner, "template_env", None)  # a batched VecEnv's distribution (unwrapped)
@@ -262,7 +263,8 @@ class MetaAlgorithm(BaseAlgorithm):
         if n_envs is None:  # placeholder until load() knows the sizes
             n_envs = 1
         venv = make_task_vec_env(env, n_envs, seed=seed)
-        return VecMonitor(venv), env
+        # the model's own copy: models built on one env object (or the user resetting it) must not share a sampler
+        return VecMonitor(venv), copy.deepcopy(env)
 
     def _sample_tasks(self, n: int) -> list[Task]:
         if self.task_env is not None:
@@ -661,6 +663,12 @@ class MetaAlgorithm(BaseAlgorithm):
                 raise ValueError("This model has no task distribution to apply the task to: pass an env set to the task")
             task, task_source = env, self.adaptation_env
             self.task_env.validate_task(task) if hasattr(self.task_env, "validate_task") else None
+        elif env is not None and not isinstance(env, gym.Env) and not callable(getattr(env, "get_task", None)):
+            task_type = getattr(self.task_env, "task_type", Task)
+            raise ValueError(
+                f"adapt expects a task (a {task_type.__name__} from sample_tasks()) or a task-distribution env set to "
+                f"a task, got {type(env).__name__}: e.g. model.adapt(env.sample_tasks(1)[0])"
+            )
         elif env is not None:
             check_not_mixture(env)  # before asking for its task: a mixture has none to keep
             task_source = env
@@ -789,6 +797,9 @@ class MetaAlgorithm(BaseAlgorithm):
         finally:
             if opened:
                 file.close()
+        if "inner_lr" in overrides:  # SB3's learning_rate and lr_schedule follow it, as in the constructor
+            model.learning_rate = model.inner_lr
+            model._setup_lr_schedule()
         model.adaptation_env = source
         model._adapt_venvs = AdaptationVecEnvs(max_entries=4)
         if model.env is None:
@@ -819,6 +830,12 @@ class MetaAlgorithm(BaseAlgorithm):
                 kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
                 names.update(n for n, p in inspect.signature(klass.__init__).parameters.items() if p.kind in kinds)
         names -= {"self", "policy", "env", "device", "tensorboard_log", "_init_setup_model"}
+        for name in ("learning_rate", "lr_schedule"):
+            if name in overrides:  # SB3's name would be written and never used: the inner step reads inner_lr
+                raise ValueError(
+                    f"load: {cls.__name__} has no {name} to override; its step size is inner_lr: pass inner_lr=... "
+                    "(the outer step is set by target_kl for MAML and FOMAML, by outer_lr for Reptile)"
+                )
         if not names.intersection(overrides):
             return
         values = {name: overrides.get(name, data.get(name)) for name in names if name in overrides or name in data}

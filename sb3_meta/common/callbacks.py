@@ -12,7 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, EventCallback
 
 from sb3_meta.common.base_class import MetaAlgorithm
 from sb3_meta.common.evaluation import AdaptationResult, EvaluationSpec, prepare_evaluation, run_evaluation
@@ -23,7 +23,7 @@ from sb3_meta.envs.core import Task
 __all__ = ["MetaEvalCallback", "StopTrainingOnIterations"]
 
 
-class MetaEvalCallback(BaseCallback):
+class MetaEvalCallback(EventCallback):
     """Evaluate the policy after adaptation on a FIXED set of held-out tasks, every ``eval_freq`` meta-iterations.
 
     The tasks are drawn once, when training starts (:func:`~sb3_meta.common.evaluation.sample_eval_tasks` with
@@ -46,6 +46,11 @@ class MetaEvalCallback(BaseCallback):
     Evaluating leaves training untouched: ``num_timesteps``, the training env, the model's parameters and
     every global RNG are as they were, so training with this callback ends with the same parameters as without.
 
+    As with ``EvalCallback``, ``callback_on_new_best`` runs when the post-adaptation return is the best so far and
+    ``callback_after_eval`` after every evaluation; either stops training by returning False (at the next env
+    step). They read ``parent.best_mean_reward`` and ``parent.last_mean_reward`` (the mean return after the last
+    adaptation step), so SB3's ``StopTrainingOnRewardThreshold`` and ``StopTrainingOnNoModelImprovement`` work.
+
     :param eval_env: the task distribution to evaluate on (a gymnasium env or a registered id); not stepped itself
     :param eval_freq: evaluate every ``eval_freq`` meta-iterations (rollouts), not env steps
     :param n_tasks: number of held-out tasks
@@ -58,6 +63,8 @@ class MetaEvalCallback(BaseCallback):
     :param deterministic: measure the returns with the mean action (see ``evaluate_adaptation``)
     :param adapt_lr: step size of the adaptation steps, or one per step (default: the model's ``inner_lr``)
     :param verbose: 0: silent, 1: print every evaluation
+    :param callback_on_new_best: called when the mean post-adaptation return is the best so far
+    :param callback_after_eval: called after every evaluation
     """
 
     def __init__(
@@ -73,8 +80,13 @@ class MetaEvalCallback(BaseCallback):
         deterministic: bool = False,
         adapt_lr: float | Sequence[float] | None = None,
         verbose: int = 1,
+        callback_on_new_best: BaseCallback | None = None,
+        callback_after_eval: BaseCallback | None = None,
     ) -> None:
-        super().__init__(verbose=verbose)
+        super().__init__(callback_after_eval, verbose=verbose)
+        self.callback_on_new_best = callback_on_new_best
+        if callback_on_new_best is not None:
+            callback_on_new_best.parent = self
         self.eval_env = as_task_env(eval_env, "MetaEvalCallback")
         self.eval_freq = check_int("eval_freq", eval_freq, 1)
         self.n_tasks = check_int("n_tasks", n_tasks, 1)
@@ -87,6 +99,9 @@ class MetaEvalCallback(BaseCallback):
         self.log_path = log_path
         self.tasks: list[Task] = []
         self.best_mean_return = -np.inf
+        #: the mean return after the last adaptation step at the last evaluation (SB3's name, as EvalCallback)
+        self.last_mean_reward = -np.inf
+        self._continue_training = True
         self.last_result: AdaptationResult | None = None
         self.evaluations_timesteps: list[int] = []
         self.evaluations_iterations: list[int] = []
@@ -96,7 +111,14 @@ class MetaEvalCallback(BaseCallback):
         self._spec: EvaluationSpec | None = None
         self._venvs = AdaptationVecEnvs()
 
+    @property
+    def best_mean_reward(self) -> float:
+        """``best_mean_return`` under SB3's name (what ``StopTrainingOnRewardThreshold`` reads from its parent)."""
+        return self.best_mean_return
+
     def _init_callback(self) -> None:
+        if self.callback_on_new_best is not None:
+            self.callback_on_new_best.init_callback(self.model)
         if self.n_steps is None:
             self.n_steps = int(getattr(self.model, "n_inner_steps", 1))
         if self.n_episodes is None:
@@ -119,6 +141,7 @@ class MetaEvalCallback(BaseCallback):
                 os.makedirs(path, exist_ok=True)
 
     def _on_training_start(self) -> None:
+        super()._on_training_start()
         self._warn_if_never_due(self.locals.get("total_timesteps"))
 
     def _warn_if_never_due(self, total_timesteps: int | None) -> None:
@@ -150,7 +173,13 @@ class MetaEvalCallback(BaseCallback):
         self._n_rollouts += 1
 
     def _on_step(self) -> bool:
-        return True
+        return self._continue_training  # the evaluation runs between iterations: its verdict stops the next step
+
+    def update_child_locals(self, locals_: dict[str, Any]) -> None:
+        """Give the child callbacks the training locals (as SB3's EvalCallback)."""
+        super().update_child_locals(locals_)
+        if self.callback_on_new_best is not None:
+            self.callback_on_new_best.update_locals(locals_)
 
     def _on_training_end(self) -> None:
         if self._due():
@@ -174,6 +203,8 @@ class MetaEvalCallback(BaseCallback):
             print(f"Meta-eval num_timesteps={self.num_timesteps}, iteration={self._n_rollouts}, return after k steps: {steps}")
         if self.log_path is not None:
             self._write_logs()
+        self.last_mean_reward = float(mean[-1])
+        continue_training = True
         if mean[-1] > self.best_mean_return:
             self.best_mean_return = float(mean[-1])
             if self.verbose >= 1:
@@ -181,6 +212,11 @@ class MetaEvalCallback(BaseCallback):
             if self.best_model_save_path is not None:
                 # atomic whatever the model (an SB3 model's own save truncates the file first)
                 atomic_write(os.path.join(self.best_model_save_path, "best_model.zip"), self.model.save)
+            if self.callback_on_new_best is not None:
+                continue_training = self.callback_on_new_best.on_step()
+        if self.callback is not None:  # callback_after_eval
+            continue_training = self._on_event() and continue_training
+        self._continue_training = self._continue_training and bool(continue_training)
         self.logger.record("meta_eval/best_return", self.best_mean_return)
         self.logger.dump(self.num_timesteps)
 

@@ -177,7 +177,11 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
     def functional_dist_params(self, params: Params, obs: th.Tensor) -> DistParams:
         """``actor_dist_params`` under the parameters ``params`` (a dict as from :meth:`actor_parameters`)."""
         # set through __dict__ (see __init__); nn.Module.__getattr__ is typed Tensor | Module
-        return th.func.functional_call(self._actor_head, {f"policy.{k}": v for k, v in params.items()}, (obs,), strict=False)  # type: ignore[arg-type]
+        # tie_weights=False: with a shared features extractor SB3 reaches one module under two names
+        # (features_extractor, pi_features_extractor); torch's tying would set its parameters twice and restore them
+        # wrongly, leaving the given tensors in the policy. One name per parameter is enough: the module is shared.
+        named = {f"policy.{k}": v for k, v in params.items()}
+        return th.func.functional_call(self._actor_head, named, (obs,), strict=False, tie_weights=False)  # type: ignore[arg-type]
 
     def actor_tangent_fn(
         self, params: Params, obs: th.Tensor, reference: DistParams | None = None

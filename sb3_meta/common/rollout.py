@@ -286,6 +286,14 @@ def collect_task_batch(
             next_obs = _check_finite(venv, tasks, e, next_obs, np.asarray(rewards), active, was_active, step + 1)
         if on_step is not None:
             step_obs = np.asarray(new_obs)
+            if not was_active.all():
+                # A sub-env past its episode is padding: SB3's VecEnvs reset and step it anyway, and the episodes it
+                # ends there are discarded. Callbacks see it as idle (as the batched VecEnvs leave it): no done, no
+                # reward, no info, so that they count the episodes training uses, whatever the VecEnv.
+                idle = ~was_active
+                dones = np.where(idle, False, dones)
+                rewards = np.where(idle, np.zeros_like(rewards), rewards)
+                infos = [{} if idle[i] else info for i, info in enumerate(infos)]
             if step == max_steps - 1 and active.any():  # the horizon cuts these episodes: tell the callbacks
                 dones, infos = _report_horizon_cut(venv, active, step_obs, dones, infos, rew_buf, mask_buf)
             if on_step(step_obs, rewards, dones, infos) is False:
