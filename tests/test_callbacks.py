@@ -259,6 +259,45 @@ def test_sb3_eval_callback_and_evaluate_policy(tmp_path):
     assert np.isclose(mean, np.mean(evaluation.evaluations_results[best]))
 
 
+class PredictSampled(BaseCallback):
+    """Calls model.predict with sampled actions from every hook (as EvalCallback(deterministic=False) does)."""
+
+    def _sample(self) -> None:
+        self.model.predict(np.zeros((3, 2), dtype=np.float32), deterministic=False)
+
+    def _on_training_start(self) -> None:
+        self._sample()
+
+    def _on_rollout_start(self) -> None:
+        self._sample()
+
+    def _on_rollout_end(self) -> None:
+        self._sample()
+
+    def _on_step(self) -> bool:
+        self._sample()
+        return True
+
+    def _on_training_end(self) -> None:
+        self._sample()
+
+
+def test_sampled_predictions_in_callbacks_leave_training_alone():
+    """A callback's predict(deterministic=False) draws from the generator the callback holds, not the model's."""
+    reference = train()
+    model = fomaml()
+    model.learn(3 * 2 * 4 * HORIZON, callback=PredictSampled())
+    assert params_equal(model.meta_parameters(), reference.meta_parameters())
+    evaluated = fomaml()
+    evaluation = EvalCallback(point_mass(seed=7), eval_freq=HORIZON, n_eval_episodes=2, deterministic=False, verbose=0)
+    evaluated.learn(3 * 2 * 4 * HORIZON, callback=evaluation)
+    assert evaluation.last_mean_reward > -np.inf  # it evaluated
+    assert params_equal(evaluated.meta_parameters(), reference.meta_parameters())
+    # outside learn, predict draws from the model's own stream as before (the same seed predicts the same)
+    obs = np.zeros((3, 2), dtype=np.float32)
+    assert np.array_equal(fomaml().predict(obs)[0], fomaml().predict(obs)[0])
+
+
 # --- MetaEvalCallback and StopTrainingOnIterations (moved from test_evaluation.py) ----------------------------
 
 

@@ -460,8 +460,11 @@ class MetaAlgorithm(BaseAlgorithm):
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
-        callback.on_training_start(locals(), globals())
-        assert self.env is not None
+        assert self.env is not None and self._torch_stream is not None
+        # every callback hook runs with torch's global generator handed to it (TorchStream.paused): what it draws,
+        # itself or through this model (predict with sampled actions, as in EvalCallback), leaves training alone
+        with self._torch_stream.paused():
+            callback.on_training_start(locals(), globals())
         while self.num_timesteps < total_timesteps:
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             if not self._meta_iteration(callback):
@@ -469,19 +472,24 @@ class MetaAlgorithm(BaseAlgorithm):
             self._n_iterations += 1
             if log_interval is not None and log_interval > 0 and self._n_iterations % log_interval == 0:
                 self.dump_logs()
-        callback.on_training_end()
+        with self._torch_stream.paused():
+            callback.on_training_end()
         return self
 
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration, inner loop → outer step → record; False when a callback stopped training."""
         times: dict[str, float] = {}
+        stream = self._torch_stream
+        assert stream is not None
         with stopwatch(times, "iteration"):
-            callback.on_rollout_start()
+            with stream.paused():
+                callback.on_rollout_start()
             inner = self._inner_loop(callback)  # D_i^(0..n-1), θ_i and D_i' for a fresh meta-batch of tasks
             if inner is None:
                 return False
             callback.update_locals(locals())
-            callback.on_rollout_end()
+            with stream.paused():
+                callback.on_rollout_end()
             with stopwatch(times, "meta_step"):
                 stats = self._checked_outer_step(inner)  # θ ← outer update (TRPO, or Reptile's interpolation)
         self._record(inner, stats, times)

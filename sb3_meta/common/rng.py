@@ -49,6 +49,7 @@ class TorchStream:
     def __init__(self, device: th.device | str = "cpu") -> None:
         self.device = th.device(device)
         self._outer: tuple[th.Tensor, th.Tensor | None] | None = None  # the global state while active
+        self._handed_out = False  # within paused(): a callback holds torch's global generator
         self.cpu, self.cuda = self._global_state()
 
     def _global_state(self) -> tuple[th.Tensor, th.Tensor | None]:
@@ -75,8 +76,13 @@ class TorchStream:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """Within the block, torch draws from this stream; the global state is put back after it (nested: no-op)."""
-        if self._outer is not None:
+        """Within the block, torch draws from this stream; the global state is put back after it (nested: no-op).
+
+        Within :meth:`paused` (a callback runs) it is a no-op too: what the callback makes the model draw (e.g.
+        ``predict`` with sampled actions in SB3's ``EvalCallback``) comes from the generator the callback holds,
+        as its other draws do, so that training goes on as it would without the callback.
+        """
+        if self._outer is not None or self._handed_out:
             yield
             return
         self._outer = self._global_state()
@@ -90,11 +96,16 @@ class TorchStream:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Within an :meth:`active` block, give torch's global generator back for a while (e.g. to a callback,
-        whose draws must not consume the model's stream, nor the model's draws the callback's); outside one, a
-        no-op."""
+        """Hand torch's global generator to a callback for a while: within an :meth:`active` block the stream is
+        swapped out and back in after it, so that the callback's draws do not consume the model's stream, nor the
+        model's draws the callback's. In or out of one, what the callback makes the model draw comes from the
+        global generator too (:meth:`active` is a no-op within this block)."""
+        was_handed_out, self._handed_out = self._handed_out, True
         if self._outer is None:
-            yield
+            try:
+                yield
+            finally:
+                self._handed_out = was_handed_out
             return
         self.cpu, self.cuda = self._global_state()
         outer, self._outer = self._outer, None
@@ -102,6 +113,7 @@ class TorchStream:
         try:
             yield
         finally:
+            self._handed_out = was_handed_out
             self._outer = self._global_state()
             self._set_global_state((self.cpu, self.cuda))
 
