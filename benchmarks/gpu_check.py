@@ -11,6 +11,7 @@ Prints PASS/FAIL lines; exits non-zero on a failure.
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import time
@@ -28,7 +29,9 @@ def check(name: str, ok: bool, detail: str = "") -> bool:
 
 
 def main() -> int:
-    dev = sys.argv[1] if len(sys.argv) > 1 else "cuda"  # "cpu": dry run of this script without a GPU
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("device", nargs="?", default="cuda", help='the device to check ("cpu": a dry run without a GPU)')
+    dev = parser.parse_args().device
     if dev == "cuda":
         assert th.cuda.is_available(), "no CUDA device"
         print("device:", th.cuda.get_device_name(), "torch", th.__version__)

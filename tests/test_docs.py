@@ -179,3 +179,31 @@ def test_missing_horizon_error_without_task_env_base() -> None:
     model = FOMAML("MlpPolicy", venv, meta_batch_size=2, fast_batch_size=1, seed=0)
     with pytest.raises(ValueError, match=r"pass max_episode_steps=\.\.\."):
         model.learn(total_timesteps=10)
+
+
+class _DuckTypedTaskType(_DuckTypedTasks):
+    """With what SB3's Dummy/SubprocVecEnv path checks tasks with (set_tasks): task_type and validate_task."""
+
+    task_type = _PlainTask
+
+    def validate_task(self, task: _PlainTask) -> _PlainTask:
+        return task
+
+
+def test_a_duck_typed_distribution_trains_saves_and_resumes(tmp_path) -> None:
+    """A distribution without sb3_meta's TaskEnv base (no task_rng of its own) in SB3's DummyVecEnv: training,
+    the iteration-start snapshot and save/load work; its own RNG is its business."""
+    model = FOMAML(
+        "MlpPolicy",
+        make_task_vec_env(_DuckTypedTaskType(), 2),
+        meta_batch_size=2,
+        fast_batch_size=1,
+        seed=0,
+        max_episode_steps=5,
+    )
+    model.learn(1)
+    model.save(tmp_path / "duck.zip")
+    loaded = FOMAML.load(tmp_path / "duck.zip", env=make_task_vec_env(_DuckTypedTaskType(), 2))
+    assert loaded.n_iterations == 1
+    loaded.learn(1, reset_num_timesteps=False)
+    assert loaded.n_iterations == 2

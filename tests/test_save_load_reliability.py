@@ -389,3 +389,39 @@ def test_set_parameters_refuses_another_architecture_whole(tmp_path):
         model.set_parameters(tmp_path / "wide.zip")
     assert params_equal(policy_state(model), before)
     assert "shape (32, 2) given, (16, 2) expected" in str(error.value)  # every mismatch listed, with both shapes
+
+
+def _rewrite_checkpoint(source, target, drop=(), data_update=None, replace=None):
+    """Copy the checkpoint ``source`` to ``target`` without the entries ``drop``, with ``data`` updated (a key set
+    to None is removed) and entries replaced by the bytes in ``replace``."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for name in zin.namelist():
+            if name in drop:
+                continue
+            content = zin.read(name)
+            if name == "data" and data_update:
+                data = json.loads(content)
+                for key, value in data_update.items():
+                    data.pop(key) if value is None else data.__setitem__(key, value)
+                content = json.dumps(data).encode()
+            zout.writestr(name, (replace or {}).get(name, content))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(drop=("policy.pth",)), "not a complete checkpoint: it lacks policy.pth"),
+        (dict(data_update={"meta_batch_size": None}), "not a complete checkpoint: it lacks the saved 'meta_batch_size'"),
+        (dict(data_update={"policy_class": None}), "lacks the saved 'policy_class'"),
+        (dict(data_update={"fast_batch_size": "two"}), "its saved fast_batch_size is 'two', not an integer >= 1"),
+        (dict(replace={"policy.pth": cloudpickle.dumps({"not": "tensors"})}), "not a complete checkpoint: a tensor entry"),
+    ],
+)
+def test_an_incomplete_checkpoint_gets_a_clear_error(tmp_path, change, message):
+    """A checkpoint with an entry missing or replaced, or saved data missing, is refused with a ValueError that
+    says what it lacks (not a KeyError from deep inside SB3), and nothing is built from it."""
+    FOMAML("MlpPolicy", point_mass(), **small_kwargs()).save(tmp_path / "good.zip")
+    _rewrite_checkpoint(tmp_path / "good.zip", tmp_path / "bad.zip", **change)
+    with pytest.raises(ValueError, match=message):
+        FOMAML.load(tmp_path / "bad.zip", env=point_mass())
+    FOMAML.load(tmp_path / "good.zip", env=point_mass())  # the intact one loads

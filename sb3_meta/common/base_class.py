@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import inspect
 import io
 import json
 import os
 import pathlib
+import pickle
 import random
 import sys
 import time
@@ -44,7 +46,7 @@ from stable_baselines3.common.vec_env import (
 
 from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
 from sb3_meta.common.meta_gradient import MetaObjective
-from sb3_meta.common.policies import MetaActorCriticPolicy, Params
+from sb3_meta.common.policies import MetaActorCriticPolicy, ParameterSnapshot, Params
 from sb3_meta.common.rng import (
     TorchStream,
     get_rng_state,
@@ -68,6 +70,19 @@ from sb3_meta.envs.wrappers import OracleObservation, OracleVecEnv, check_not_mi
 __all__ = ["MetaAlgorithm", "atomic_write"]
 
 SelfMetaAlgorithm = TypeVar("SelfMetaAlgorithm", bound="MetaAlgorithm")
+
+
+@dataclasses.dataclass
+class IterationStart:
+    """A model as a meta-iteration found it. A checkpoint written during the iteration (``CheckpointCallback``
+    saves after any env step) records this state, so that training resumed from it reruns the whole iteration and
+    ends as an uninterrupted run; an exception in the iteration (an env error, Ctrl-C) puts it back."""
+
+    num_timesteps: int
+    n_nonfinite: int
+    rng_state: dict[str, Any]
+    parameters: ParameterSnapshot
+
 
 #: Entries of :attr:`MetaAlgorithm.iteration_times` kept (the most recent iterations).
 ITERATION_TIMES_KEPT = 1000
@@ -187,6 +202,8 @@ class MetaAlgorithm(BaseAlgorithm):
         )
         self._n_iterations = 0
         self._n_nonfinite = 0
+        #: set during a meta-iteration (and after one a callback stopped): what a checkpoint written then records
+        self._iteration_start: IterationStart | None = None
         #: seconds per part of the last iterations (sampling, inner, meta-step, whole), for benchmarks and plots
         self.iteration_times: collections.deque[dict[str, float]] = collections.deque(maxlen=ITERATION_TIMES_KEPT)
         self._rng_state: dict[str, Any] | None = None
@@ -460,6 +477,7 @@ class MetaAlgorithm(BaseAlgorithm):
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
+        self._iteration_start = None  # training goes on from the model as it is
         assert self.env is not None and self._torch_stream is not None
         # every callback hook runs with torch's global generator handed to it (TorchStream.paused): what it draws,
         # itself or through this model (predict with sampled actions, as in EvalCallback), leaves training alone
@@ -477,7 +495,35 @@ class MetaAlgorithm(BaseAlgorithm):
         return self
 
     def _meta_iteration(self, callback: BaseCallback) -> bool:
-        """One meta-iteration, inner loop → outer step → record; False when a callback stopped training."""
+        """One meta-iteration, inner loop → outer step → record; False when a callback stopped training.
+
+        Checkpoints written during it record the state it started from; an exception leaves the model as it found
+        it (parameters, ``num_timesteps``, every RNG state), nothing half-applied.
+        """
+        assert self._torch_stream is not None
+        start = IterationStart(
+            self.num_timesteps,
+            self._n_nonfinite,
+            get_rng_state(self.task_env, self.env, self._torch_stream),
+            self.policy.parameter_snapshot(),
+        )
+        self._iteration_start = start
+        try:
+            completed = self._run_meta_iteration(callback)
+        except BaseException:
+            self._restore_iteration_start(start)
+            raise
+        if completed:
+            self._iteration_start = None
+        return completed  # a stopped iteration keeps its start for the checkpoints written after it
+
+    def _restore_iteration_start(self, start: IterationStart) -> None:
+        self.policy.restore_parameters(start.parameters)
+        self.num_timesteps, self._n_nonfinite = start.num_timesteps, start.n_nonfinite
+        set_rng_state(start.rng_state, self.task_env, self.env, self._torch_stream)
+        self._iteration_start = None
+
+    def _run_meta_iteration(self, callback: BaseCallback) -> bool:
         times: dict[str, float] = {}
         stream = self._torch_stream
         assert stream is not None
@@ -705,6 +751,7 @@ class MetaAlgorithm(BaseAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         excluded = [
             "adaptation_env",
+            "_iteration_start",
             "_adapt_venvs",
             "adaptation_returns",
             "iteration_times",
@@ -723,17 +770,31 @@ class MetaAlgorithm(BaseAlgorithm):
 
         The RNG states and the class name are stored as plain JSON in the checkpoint's ``data`` entry, so that
         :meth:`load` reads them (and refuses another library's checkpoint) without unpickling anything.
+
+        A checkpoint written during a meta-iteration (``CheckpointCallback`` saves after any env step), or after a
+        callback stopped one, records the model as that iteration found it (:class:`IterationStart`): training
+        resumed from it reruns the iteration and ends as an uninterrupted run, bit for bit.
         """
-        state = get_rng_state(self.task_env, self.env, self._torch_stream)
+        start = self._iteration_start
+        if start is not None:  # during an iteration: the state it started from (see IterationStart)
+            state = start.rng_state
+        else:
+            state = get_rng_state(self.task_env, self.env, self._torch_stream)
         if self._unapplied_rng_state is not None:  # loaded without an env: keep the sampler states for set_env
             state = {**rng_state_from_json(self._unapplied_rng_state), **state}
         self._rng_state = rng_state_to_json(state)
         self._checkpoint_class = type(self).__name__
-        if isinstance(path, (str, os.PathLike)):
-            save = super().save  # zero-argument super() does not work in the lambda below
-            atomic_write(_checkpoint_path(path), lambda file: save(file, exclude=exclude, include=include))
-        else:
-            super().save(path, exclude=exclude, include=include)
+        live_counters = self.num_timesteps, self._n_nonfinite
+        if start is not None:  # the parameters are those of the start until the outer step, after every callback
+            self.num_timesteps, self._n_nonfinite = start.num_timesteps, start.n_nonfinite
+        try:
+            if isinstance(path, (str, os.PathLike)):
+                save = super().save  # zero-argument super() does not work in the lambda below
+                atomic_write(_checkpoint_path(path), lambda file: save(file, exclude=exclude, include=include))
+            else:
+                super().save(path, exclude=exclude, include=include)
+        finally:
+            self.num_timesteps, self._n_nonfinite = live_counters
 
     @classmethod
     def load(  # type: ignore[override]
@@ -776,6 +837,7 @@ class MetaAlgorithm(BaseAlgorithm):
                     else "it was saved by another library, e.g. an SB3 algorithm: load it with that library's load"
                 )
                 raise ValueError(f"{path!r} is not a {cls.__name__} checkpoint ({origin})")
+            _check_complete_checkpoint(file, data, path)
             source = None
             custom = dict(custom_objects or {})
             overrides = {**custom, **kwargs}  # SB3's load: custom_objects replace saved data, then kwargs win
@@ -793,15 +855,27 @@ class MetaAlgorithm(BaseAlgorithm):
                     except ValueError as e:
                         raise ValueError(f"The env given to load does not match the checkpoint: {e}") from e
                     custom = {**saved_spaces, **custom}  # decoded once: SB3's load takes them as they are
-            model = super().load(
-                file,
-                env=env,
-                device=device,
-                custom_objects=custom or None,
-                print_system_info=print_system_info,
-                force_reset=force_reset,
-                **kwargs,
-            )
+            try:
+                model = super().load(
+                    file,
+                    env=env,
+                    device=device,
+                    custom_objects=custom or None,
+                    print_system_info=print_system_info,
+                    force_reset=force_reset,
+                    **kwargs,
+                )
+            except (pickle.UnpicklingError, KeyError) as e:  # an entry replaced, or a tensor of the policy missing
+                # (torch's own message for the first suggests weights_only=False, which would not help here)
+                what = (
+                    "a tensor entry holds something else"
+                    if isinstance(e, pickle.UnpicklingError)
+                    else "an entry lacks what save writes"
+                )
+                raise ValueError(
+                    f"{path!r} is not a complete checkpoint: {what} ({type(e).__name__} in SB3's load). Load an intact "
+                    "copy, or save the model again."
+                ) from e
         finally:
             if opened:
                 file.close()
@@ -909,6 +983,32 @@ def _open_checkpoint(path: Any) -> tuple[Any, bool]:
         except FileNotFoundError:
             continue
     raise FileNotFoundError(f"No checkpoint at {path!r} (nor at {path + '.zip'!r}): check the path, or save a model there")
+
+
+#: what load reads from a checkpoint before SB3's load: the zip entries and the saved attributes it needs
+_CHECKPOINT_ENTRIES = ("data", "policy.pth")
+_CHECKPOINT_KEYS = ("meta_batch_size", "fast_batch_size", "policy_class", "observation_space", "action_space")
+
+
+def _check_complete_checkpoint(file: Any, data: dict[str, Any], path: Any) -> None:
+    """Raise a ``ValueError`` naming what a checkpoint lacks (an entry, a saved attribute, a batch size that is not
+    an integer) before anything is built from it; the file is left at the position it had."""
+    start = file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            missing = [name for name in _CHECKPOINT_ENTRIES if name not in archive.namelist()]
+    finally:
+        file.seek(start)
+    missing += [f"the saved {key!r}" for key in _CHECKPOINT_KEYS if key not in data]
+    if missing:
+        raise ValueError(
+            f"{path!r} is not a complete checkpoint: it lacks {', '.join(missing)}. Load an intact copy, or save the "
+            "model again."
+        )
+    for key in ("meta_batch_size", "fast_batch_size"):
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path!r} is not a valid checkpoint: its saved {key} is {value!r}, not an integer >= 1")
 
 
 def _read_checkpoint_data(file: Any, path: Any, require_data: bool = True) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-__all__ = ["DistParams", "MetaActorCriticPolicy", "MlpPolicy", "Params"]
+__all__ = ["DistParams", "MetaActorCriticPolicy", "MlpPolicy", "ParameterSnapshot", "Params"]
 
 Params = dict[str, th.Tensor]
 
@@ -90,6 +90,25 @@ ELEMENTWISE_ACTIVATIONS = (
 )
 
 
+class ParameterSnapshot:
+    """The parameters of a module as they are now: for every name (aliases of shared submodules included) the module
+    that holds it and the parameter object, and one copy of each parameter's values."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.places: list[tuple[nn.Module, str, nn.Parameter]] = []
+        for name, param in module.named_parameters(remove_duplicate=False):
+            owner, _, leaf = name.rpartition(".")
+            self.places.append((module.get_submodule(owner), leaf, param))
+        self.values = {id(param): param.detach().clone() for _, _, param in self.places}
+
+    def restore(self, module: nn.Module) -> None:
+        with th.no_grad():
+            for owner, leaf, param in self.places:
+                owner._parameters[leaf] = param  # the parameter object itself, whatever the name holds now
+            for _, _, param in self.places:
+                param.copy_(self.values[id(param)])
+
+
 class _ActorHead(nn.Module):
     """Wraps the policy so that ``functional_call`` runs the actor only (parameter names keep a ``policy.`` prefix)."""
 
@@ -152,6 +171,17 @@ class MetaActorCriticPolicy(ActorCriticPolicy):
         """The meta-parameters θ, by name (the live tensors)."""
         named = dict(self.named_parameters())
         return {name: named[name] for name in self.actor_parameter_names()}
+
+    def parameter_snapshot(self) -> ParameterSnapshot:
+        """Every parameter of the policy (its object, where each name holds it, and a copy of its values), for
+        :meth:`restore_parameters`."""
+        return ParameterSnapshot(self)
+
+    def restore_parameters(self, snapshot: ParameterSnapshot) -> None:
+        """Put back what :meth:`parameter_snapshot` took: each name holds its parameter object again, with the values
+        of then. This also repairs a policy interrupted inside ``torch.func.functional_call`` (e.g. by Ctrl-C), which
+        can leave a name holding the call's tensor instead of the parameter."""
+        snapshot.restore(self)
 
     def actor_features(self, obs: th.Tensor) -> th.Tensor:
         """The actor's features of ``obs``: preprocessing and ``pi_features_extractor``, shared with the critic or not.

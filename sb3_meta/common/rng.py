@@ -132,7 +132,10 @@ def _vec_env_state(venv: VecEnv) -> dict[str, Any]:
         state["sub_envs"] = inner.get_rng_states()  # type: ignore[attr-defined]
     else:  # SB3 Dummy/SubprocVecEnv over gymnasium envs
         state["np_random"] = [g.bit_generator.state for g in inner.get_attr("np_random")]
-        state["task_rng"] = [g.bit_generator.state for g in inner.get_attr("task_rng")]
+        try:
+            state["task_rng"] = [g.bit_generator.state for g in inner.get_attr("task_rng")]
+        except AttributeError:  # a duck-typed distribution (not a TaskEnv) keeps its task RNG to itself
+            pass
     return state
 
 
@@ -154,10 +157,11 @@ def _set_vec_env_state(venv: VecEnv, state: dict[str, Any]) -> None:
     if batched:
         inner.set_rng_states(state["sub_envs"])  # type: ignore[attr-defined]
         return
-    for i, (np_state, task_state) in enumerate(zip(state["np_random"], state["task_rng"])):
+    for i, np_state in enumerate(state["np_random"]):
         np_random = np.random.Generator(np.random.PCG64())
         np_random.bit_generator.state = np_state
         inner.set_attr("np_random", np_random, indices=[i])
+    for i, task_state in enumerate(state.get("task_rng", [])):
         task_rng = np.random.Generator(np.random.PCG64())
         task_rng.bit_generator.state = task_state
         inner.set_attr("_task_rng", task_rng, indices=[i])
