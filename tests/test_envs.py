@@ -521,3 +521,15 @@ def test_custom_task_distribution_example_runs():
         assert venv.get_tasks() == module.tasks[:2]
     finally:
         del sys.modules[module.__name__]
+
+
+def test_the_sample_task_reset_option_is_a_flag():
+    env = PointMassTasks(seed=0)
+    env.reset()
+    task = env.get_task()
+    for bad in ("no", 0, 1.0, None):
+        with pytest.raises(ValueError, match="'sample_task' must be True or False"):
+            env.reset(options={"sample_task": bad})
+    assert env.get_task() == task  # nothing drawn
+    env.reset(options={"sample_task": False})
+    assert env.get_task() == task

@@ -457,3 +457,18 @@ def test_rgb_array_rendering() -> None:
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
     env = AntVelTasks(render_mode="rgb_array")
     assert env.render_mode == "rgb_array" and env.mujoco_renderer is not None
+
+
+@pytest.mark.parametrize("copier", [copy.deepcopy, lambda env: pickle.loads(pickle.dumps(env))])
+def test_a_copy_keeps_what_was_set_after_construction(copier) -> None:
+    """gymnasium rebuilds MuJoCo envs from their constructor arguments; a copy must still behave as the original:
+    a horizon set afterwards, and a task drawn at a reset (which a reseeding reset draws again)."""
+    env = HalfCheetahVelTasks()
+    env.max_episode_steps = 7
+    env.reset(seed=0)  # draws its task
+    twin = copier(env)
+    assert twin.max_episode_steps == 7
+    assert twin.reset(seed=5)[1]["task"] == env.reset(seed=5)[1]["task"]  # both draw again
+    for _ in range(7):
+        *_, terminated, truncated, _ = twin.step(np.zeros(twin.action_space.shape))
+    assert truncated and not terminated

@@ -274,6 +274,9 @@ def test_shard_lost_past_max_replay_steps_raises(cheetah_pair):
     ray_venv.reset()
     for _ in range(3):
         ray_venv.step(np.zeros((4, 6)))
-    ray.kill(ray_venv.actors[1], no_restart=True)
+    actor = ray_venv.actors[1]
+    ray.kill(actor, no_restart=True)
+    with pytest.raises(ray.exceptions.RayActorError):  # ray.kill is asynchronous: wait until the actor is gone
+        ray.get(actor.hello.remote(), timeout=60)
     with pytest.raises(ShardLostError, match="max_replay_steps=2"):
         ray_venv.step(np.zeros((4, 6)))

@@ -61,7 +61,7 @@ def test_make_task_vec_env_picks_the_vec_env():
     assert type(make_task_vec_env(TaskMixture(PointMassTasks()), 2)) is TaskDummyVecEnv
     shorter = gym.make("sb3_meta/PointMass-v0", max_episode_steps=10)
     assert type(make_task_vec_env(shorter, 2)) is TaskDummyVecEnv
-    with pytest.raises(ValueError, match="wrappers or a render_mode that a batched VecEnv would drop"):
+    with pytest.raises(ValueError, match="wrappers or a render_mode that a batched VecEnv .* would drop"):
         make_task_vec_env(OracleObservation(PointMassTasks()), 2, vec_env_cls="batched")
     venv = make_task_vec_env("sb3_meta/PointMass-v0", 3, env_kwargs={"goal_range": 2.0})
     assert venv.num_envs == 3 and venv.get_attr("goal_range") == [2.0] * 3
@@ -451,3 +451,41 @@ def test_packed_infos_unpack_into_the_infos_of_a_step_and_slice_like_shards():
         )
         assert [a["x_velocity"] for a in shards] == [b["x_velocity"] for b in infos]
     assert ended >= 5
+
+
+def test_an_explicit_batched_class_refuses_wrappers_it_would_drop():
+    """vec_env_cls=PointMassVecEnv (the class) is checked like vec_env_cls="batched"."""
+    import gymnasium as gym
+
+    from sb3_meta.envs import OracleObservation, PointMassTasks
+    from sb3_meta.envs.point_mass import PointMassVecEnv
+
+    for wrapped in (gym.make("sb3_meta/PointMass-v0", max_episode_steps=5), OracleObservation(PointMassTasks())):
+        with pytest.raises(
+            ValueError, match=r"carries wrappers or a render_mode that a batched VecEnv \(PointMassVecEnv\) would drop"
+        ):
+            make_task_vec_env(wrapped, 2, vec_env_cls=PointMassVecEnv)
+    assert isinstance(make_task_vec_env(PointMassTasks(), 2, vec_env_cls=PointMassVecEnv), PointMassVecEnv)
+
+
+def test_oracle_vec_env_over_sb3_sub_envs_that_have_no_task_yet():
+    """OracleVecEnv over a TaskDummyVecEnv before its first reset (the mixture builder's oracle path for an env
+    with a render_mode): the task size comes from the distribution, the observations from the sub-envs' tasks."""
+    from sb3_meta.envs import OracleObservation, OracleVecEnv, PointMassTasks, make_mixture_vec_env
+
+    venv = OracleVecEnv(make_task_vec_env(PointMassTasks(), 2, seed=0, vec_env_cls="dummy"))
+    obs = venv.reset()
+    assert obs.shape == (2, 6)
+    np.testing.assert_array_equal(obs[:, 2:], np.stack([task.as_array() for task in venv.get_tasks()]).astype(obs.dtype))
+    assert make_mixture_vec_env(PointMassTasks(render_mode="rgb_array"), 2, seed=0, oracle=True).reset().shape == (2, 6)
+    single = OracleObservation(PointMassTasks())
+    assert venv.observation_space == single.observation_space
+
+
+def test_a_time_limit_longer_than_the_distributions_own_warns():
+    import gymnasium as gym
+
+    with pytest.warns(
+        UserWarning, match=r"own max_episode_steps=100 ends the episodes first.*PointMassTasks\(max_episode_steps=500\)"
+    ):
+        make_task_vec_env(gym.make("sb3_meta/PointMass-v0", max_episode_steps=500), 2)

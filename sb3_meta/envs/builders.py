@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -183,6 +184,25 @@ def _check_no_ray_options(**ray_options: Any) -> None:
         raise ValueError(f"The Ray options {', '.join(given)} only apply with vec_env_cls='ray'")
 
 
+def _warn_if_a_time_limit_cannot_lengthen(env: gym.Env) -> None:
+    """Warn when a TimeLimit is longer than the distribution's own ``max_episode_steps``, which ends episodes first:
+    ``gym.make(id, max_episode_steps=500)`` sets gymnasium's TimeLimit only, not the distribution's limit."""
+    own = getattr(env.unwrapped, "max_episode_steps", None)
+    wrapper = env
+    while isinstance(wrapper, gym.Wrapper):
+        if isinstance(wrapper, gym.wrappers.TimeLimit) and own and wrapper._max_episode_steps > own:
+            name = type(env.unwrapped).__name__
+            warnings.warn(
+                f"A TimeLimit of {wrapper._max_episode_steps} steps wraps {name}, whose own max_episode_steps={own} "
+                f"ends the episodes first (gym.make(id, max_episode_steps=...) only sets the TimeLimit): for longer "
+                f"episodes, make the distribution with it, e.g. {name}(max_episode_steps={wrapper._max_episode_steps})",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        wrapper = wrapper.env
+
+
 def make_task_vec_env(
     env_or_id: gym.Env | str,
     n_envs: int,
@@ -225,6 +245,7 @@ def make_task_vec_env(
     else:
         raise ValueError(f"Expected a task-distribution env or a registered env id, got {type(env_or_id).__name__}")
     base = get_task_env(env)
+    _warn_if_a_time_limit_cannot_lengthen(env)
     batched_cls = getattr(base, "batched_vec_env_cls", None)
     if vec_env_cls is None:
         vec_env_cls = "batched" if batched_cls is not None and is_batchable(env) else "dummy"
@@ -236,11 +257,6 @@ def make_task_vec_env(
     if vec_env_cls == "batched":
         if batched_cls is None:
             raise ValueError(f"{type(base).__name__} has no batched VecEnv; use vec_env_cls='dummy' or 'subproc'")
-        if not is_batchable(env):
-            raise ValueError(
-                f"{env} carries wrappers or a render_mode that a batched VecEnv would drop; "
-                "use vec_env_cls='dummy' or 'subproc'"
-            )
         vec_env_cls = batched_cls
     if vec_env_cls == "dummy" or vec_env_cls is DummyVecEnv:
         vec_env_cls = TaskDummyVecEnv
@@ -250,6 +266,11 @@ def make_task_vec_env(
         raise ValueError(f"vec_env_cls must be 'batched', 'dummy', 'subproc', 'ray' or a VecEnv class, got {vec_env_cls!r}")
 
     if issubclass(vec_env_cls, BatchedTaskVecEnv):
+        if not is_batchable(env):  # "batched" or the class: a batched VecEnv steps the distribution, not its wrappers
+            raise ValueError(
+                f"{env} carries wrappers or a render_mode that a batched VecEnv ({vec_env_cls.__name__}) would drop; "
+                "use vec_env_cls='dummy' or 'subproc'"
+            )
         venv: VecEnv = vec_env_cls(copy.deepcopy(base), n_envs)  # type: ignore[call-arg]
     else:
         template = copy.deepcopy(env)

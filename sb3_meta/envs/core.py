@@ -258,7 +258,10 @@ class TaskEnv(gym.Env, Generic[TaskT]):
         unknown = set(options) - {"task", "sample_task"}
         if unknown:
             raise ValueError(f"Unknown reset options {sorted(unknown)}; expected 'task' and/or 'sample_task'")
-        sample = bool(options.get("sample_task", False))
+        sample = options.get("sample_task", False)
+        if not isinstance(sample, (bool, np.bool_)):  # bool("no") is True: only a flag is a flag
+            raise ValueError(f"reset option 'sample_task' must be True or False, got {sample!r}")
+        sample = bool(sample)
         if "task" in options and sample:
             raise ValueError("reset options: give either 'task' or 'sample_task', not both")
         task = self.validate_task(options["task"]) if "task" in options else None

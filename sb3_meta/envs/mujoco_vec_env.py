@@ -232,7 +232,10 @@ class MujocoTaskEnv(TaskEnv[TaskT]):
     def __getstate__(self) -> dict[str, Any]:
         # gymnasium rebuilds MuJoCo envs from their constructor arguments (EzPickle); the task, the RNGs and
         # the simulation state are carried on top, so that a copy continues exactly like the original.
+        # Plain attributes (numbers, flags, strings) are carried too: those set after construction (e.g.
+        # env.max_episode_steps = 50, whether the task was drawn at a reset) would otherwise be rebuilt as new.
         state = dict(utils.EzPickle.__getstate__(self))  # type: ignore[arg-type]
+        plain = (bool, int, float, str, type(None))
         state["_sb3_meta_runtime"] = {
             "task": self._task,
             "task_rng": self._task_rng,
@@ -240,6 +243,7 @@ class MujocoTaskEnv(TaskEnv[TaskT]):
             "sample_task_on_reset": self.sample_task_on_reset,
             "elapsed": self._elapsed,
             "data": self.data,
+            "attributes": {k: v for k, v in vars(self).items() if type(v) in plain and k != "_task"},
         }
         return state
 
@@ -254,6 +258,8 @@ class MujocoTaskEnv(TaskEnv[TaskT]):
             self._elapsed = runtime["elapsed"]
             if runtime["task"] is not None:
                 self.reset_task(runtime["task"])
+            for name, value in runtime.get("attributes", {}).items():
+                setattr(self, name, value)
             copy_mjdata(self.model, self.data, runtime["data"])
 
 
