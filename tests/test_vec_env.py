@@ -61,7 +61,7 @@ def test_make_task_vec_env_picks_the_vec_env():
     assert type(make_task_vec_env(TaskMixture(PointMassTasks()), 2)) is TaskDummyVecEnv
     shorter = gym.make("sb3_meta/PointMass-v0", max_episode_steps=10)
     assert type(make_task_vec_env(shorter, 2)) is TaskDummyVecEnv
-    with pytest.raises(ValueError, match="wrappers or a render_mode that a batched VecEnv .* would drop"):
+    with pytest.raises(ValueError, match=r"wrappers or a render_mode that a batched VecEnv .* would drop"):
         make_task_vec_env(OracleObservation(PointMassTasks()), 2, vec_env_cls="batched")
     venv = make_task_vec_env("sb3_meta/PointMass-v0", 3, env_kwargs={"goal_range": 2.0})
     assert venv.num_envs == 3 and venv.get_attr("goal_range") == [2.0] * 3
