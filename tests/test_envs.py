@@ -271,7 +271,18 @@ def test_bad_actions_raise_and_leave_the_state_unchanged():
 
 
 def test_constructor_rejects_bad_arguments():
-    for kwargs in [{"start": "corner"}, {"goal_range": 0.0}, {"action_scale": -1.0}, {"max_episode_steps": 0}]:
+    for kwargs in [
+        {"start": "corner"},
+        {"goal_range": 0.0},
+        {"goal_range": float("inf")},
+        {"action_scale": -1.0},
+        {"action_scale": float("inf")},
+        {"goal_radius": -0.1},
+        {"max_episode_steps": 0},
+        {"max_episode_steps": 2.5},  # not truncated to 2
+        {"max_episode_steps": True},
+        {"max_episode_steps": "5"},
+    ]:
         with pytest.raises(ValueError):
             PointMassTasks(**kwargs)
 

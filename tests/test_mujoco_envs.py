@@ -472,3 +472,42 @@ def test_a_copy_keeps_what_was_set_after_construction(copier) -> None:
     for _ in range(7):
         *_, terminated, truncated, _ = twin.step(np.zeros(twin.action_space.shape))
     assert truncated and not terminated
+
+
+def test_velocity_tasks_from_arrays_and_bad_numbers() -> None:
+    assert HalfCheetahVelTask(np.array(0.5)) == HalfCheetahVelTask([0.5]) == HalfCheetahVelTask(0.5)
+    for bad, message in [((0.5, 0.7), "must be one number, got 2"), (10**400, "must be finite"), ("fast", "finite number")]:
+        with pytest.raises(ValueError, match=message):
+            HalfCheetahVelTask(bad)
+
+
+@pytest.mark.parametrize(
+    "env_cls, kwargs, message",
+    [
+        (HalfCheetahVelTasks, dict(frame_skip=2.5), "frame_skip must be an integer >= 1"),
+        (HalfCheetahVelTasks, dict(frame_skip=0), "frame_skip must be an integer >= 1"),
+        (HalfCheetahVelTasks, dict(max_episode_steps=2.5), "max_episode_steps must be an integer >= 1"),
+        (HalfCheetahVelTasks, dict(reset_noise_scale=-1.0), "reset_noise_scale must be a finite number >= 0"),
+        (HalfCheetahVelTasks, dict(render_mode="bogus"), "render_mode must be None or one of"),
+        (AntVelTasks, dict(healthy_z_range=(0.2,)), r"healthy_z_range must be \(low, high\) with low < high"),
+        (AntVelTasks, dict(healthy_z_range=(1.0, 0.2)), r"healthy_z_range must be \(low, high\)"),
+        (AntVelTasks, dict(contact_force_range=(1.0, -1.0)), r"contact_force_range must be \(low, high\)"),
+    ],
+)
+def test_constructor_arguments_are_checked(env_cls, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        env_cls(**kwargs)
+
+
+def test_set_attr_frame_skip_on_the_batched_vec_env_changes_the_time_step_too() -> None:
+    batched = make_task_vec_env(HalfCheetahVelTasks(), 2, seed=0)
+    dummy = make_task_vec_env(HalfCheetahVelTasks(), 2, seed=0, vec_env_cls="dummy")
+    batched.reset()
+    dummy.reset()
+    for venv in (batched, dummy):
+        venv.set_attr("frame_skip", 2)
+    actions = np.full((2, 6), 0.5)
+    (obs_b, rew_b, _, info_b), (obs_d, rew_d, _, info_d) = batched.step(actions), dummy.step(actions)
+    np.testing.assert_array_equal(obs_b, obs_d)
+    np.testing.assert_array_equal(rew_b, rew_d)
+    assert [i["x_velocity"] for i in info_b] == [i["x_velocity"] for i in info_d]

@@ -17,7 +17,14 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
 from sb3_meta.envs.core import TaskEnv
-from sb3_meta.envs.mujoco_vec_env import DirectionTask, MujocoTaskEnv, MujocoTaskVecEnv, VelocityTask, init_kwargs
+from sb3_meta.envs.mujoco_vec_env import (
+    DirectionTask,
+    MujocoTaskEnv,
+    MujocoTaskVecEnv,
+    VelocityTask,
+    check_mujoco_arguments,
+    init_kwargs,
+)
 
 __all__ = ["ANT_COEFFICIENTS", "AntDirTask", "AntDirTasks", "AntVelTask", "AntVelTasks"]
 
@@ -83,8 +90,14 @@ class _AntTasks(MujocoTaskEnv, AntEnv):
         weights: dict[str, Any] = {name: preset[name] if value is None else float(value) for name, value in given.items()}
         if not all(np.isfinite(list(weights.values()))):
             raise ValueError(f"Reward coefficients must be finite, got {weights}")
-        if isinstance(max_episode_steps, bool) or int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}")
+        check_mujoco_arguments(
+            type(self).__name__, max_episode_steps, frame_skip, reset_noise_scale, render_mode, self.metadata["render_modes"]
+        )
+        for range_name, bounds in (("healthy_z_range", healthy_z_range), ("contact_force_range", contact_force_range)):
+            pair = np.asarray(bounds, dtype=object).ravel()
+            numbers = len(pair) == 2 and all(isinstance(b, (int, float, np.integer, np.floating)) for b in pair)
+            if not numbers or not float(pair[0]) < float(pair[1]):
+                raise ValueError(f"{type(self).__name__}: {range_name} must be (low, high) with low < high, got {bounds!r}")
         TaskEnv.__init__(self, seed=seed, sample_task_on_reset=sample_task_on_reset)
         AntEnv.__init__(
             self,

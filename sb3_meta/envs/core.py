@@ -77,7 +77,11 @@ class Task:
                     raise ValueError(
                         f"{type(self).__name__}.{field.name} must be a finite number (or a tuple of them), got {value!r}"
                     )
-                if not math.isfinite(float(v)):
+                try:
+                    finite = math.isfinite(float(v))
+                except OverflowError:  # an int beyond float's range
+                    finite = False
+                if not finite:
                     raise ValueError(f"{type(self).__name__}.{field.name} must be finite, got {value!r}")
             if isinstance(value, tuple):
                 object.__setattr__(self, field.name, tuple(float(v) for v in value))

@@ -15,7 +15,14 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from sb3_meta.envs.core import TaskEnv
-from sb3_meta.envs.mujoco_vec_env import DirectionTask, MujocoTaskEnv, MujocoTaskVecEnv, VelocityTask, init_kwargs
+from sb3_meta.envs.mujoco_vec_env import (
+    DirectionTask,
+    MujocoTaskEnv,
+    MujocoTaskVecEnv,
+    VelocityTask,
+    check_mujoco_arguments,
+    init_kwargs,
+)
 
 __all__ = ["HalfCheetahDirTask", "HalfCheetahDirTasks", "HalfCheetahVelTask", "HalfCheetahVelTasks"]
 
@@ -59,8 +66,9 @@ class _HalfCheetahTasks(MujocoTaskEnv, HalfCheetahEnv):
     ) -> None:
         if not np.isfinite(ctrl_cost_weight):
             raise ValueError(f"ctrl_cost_weight must be finite, got {ctrl_cost_weight!r}")
-        if isinstance(max_episode_steps, bool) or int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}")
+        check_mujoco_arguments(
+            type(self).__name__, max_episode_steps, frame_skip, reset_noise_scale, render_mode, self.metadata["render_modes"]
+        )
         TaskEnv.__init__(self, seed=seed, sample_task_on_reset=sample_task_on_reset)
         HalfCheetahEnv.__init__(
             self,

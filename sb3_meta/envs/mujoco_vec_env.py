@@ -41,7 +41,15 @@ from sb3_meta.common.utils import check_int
 from sb3_meta.envs.core import Task, TaskEnv, TaskT
 from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_action, check_actions
 
-__all__ = ["MUJOCO_BATCH_MIN_VERSION", "MujocoTaskEnv", "MujocoTaskVecEnv", "available_cores", "copy_mjdata", "mujoco_batch"]
+__all__ = [
+    "MUJOCO_BATCH_MIN_VERSION",
+    "MujocoTaskEnv",
+    "MujocoTaskVecEnv",
+    "available_cores",
+    "check_mujoco_arguments",
+    "copy_mjdata",
+    "mujoco_batch",
+]
 
 #: First MuJoCo release with the ``mujoco.batch`` module that the ``"batch"`` backend needs.
 MUJOCO_BATCH_MIN_VERSION = "3.17"
@@ -106,6 +114,21 @@ def init_kwargs(local_vars: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}
 
 
+def check_mujoco_arguments(
+    name: str, max_episode_steps: Any, frame_skip: Any, reset_noise_scale: Any, render_mode: Any, render_modes: Any
+) -> None:
+    """The constructor checks every MuJoCo task distribution shares: a clear ``ValueError`` before anything is built
+    (gymnasium's own envs accept e.g. ``frame_skip=2.5`` and fail at the first step)."""
+    check_int(f"{name}: max_episode_steps", max_episode_steps)
+    check_int(f"{name}: frame_skip", frame_skip)
+    if isinstance(reset_noise_scale, bool) or not isinstance(reset_noise_scale, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: reset_noise_scale must be a finite number >= 0, got {reset_noise_scale!r}")
+    if not np.isfinite(reset_noise_scale) or reset_noise_scale < 0:
+        raise ValueError(f"{name}: reset_noise_scale must be a finite number >= 0, got {reset_noise_scale!r}")
+    if render_mode not in (None, *render_modes):
+        raise ValueError(f"{name}: render_mode must be None or one of {list(render_modes)}, got {render_mode!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class VelocityTask(Task):
     """Base of goal-velocity tasks: the forward (x) velocity to run at, in m/s (a float)."""
@@ -113,8 +136,13 @@ class VelocityTask(Task):
     velocity: float = 0.0
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "velocity", float(self.velocity))
+        super().__post_init__()  # a list or an array arrives here as a tuple of floats
+        velocity = self.velocity
+        if isinstance(velocity, tuple):
+            if len(velocity) != 1:
+                raise ValueError(f"{type(self).__name__}.velocity must be one number, got {len(velocity)}: {velocity!r}")
+            velocity = velocity[0]
+        object.__setattr__(self, "velocity", float(velocity))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,7 +451,6 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
         else:
             self._sims = _BatchedSimulations(model, n, int(n_threads), env.velocity_body)
         self.n_threads = self._sims.n_threads
-        self._dt = float(env.dt)  # type: ignore[attr-defined]
         self._goals = np.zeros(n)
         self._apply_tasks(np.arange(n), self._tasks)
         self._np_randoms = [seeding.np_random(None)[0] for _ in range(n)]
@@ -488,7 +515,7 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
         idle = self._idle
         self._sims.step(self._actions, env.frame_skip, None if idle is None else np.flatnonzero(~idle))
         x_after = self._x_positions()
-        x_velocity = (x_after - self._x) / self._dt
+        x_velocity = (x_after - self._x) / env.dt  # type: ignore[attr-defined]  # read each step: set_attr may change frame_skip
         self._x = x_after
         qpos, qvel = self._sims.qpos, self._sims.qvel
         observations = env._batch_observation(qpos, qvel, self._sims.cfrc_ext)

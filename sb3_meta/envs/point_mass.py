@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sb3_meta.common.utils import check_int, check_positive_float
 from sb3_meta.envs.core import Task, TaskEnv
 from sb3_meta.envs.vec_env import BatchedTaskVecEnv, check_action, check_actions
 
@@ -76,10 +77,13 @@ class PointMassTasks(TaskEnv[PointMassTask]):
     ) -> None:
         if start not in ("random", "origin"):
             raise ValueError(f"start must be 'random' or 'origin', got {start!r}")
-        if not goal_range > 0 or not action_scale > 0 or not goal_radius >= 0:
-            raise ValueError("goal_range and action_scale must be > 0 and goal_radius >= 0")
-        if max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        check_positive_float("PointMassTasks: goal_range", goal_range)
+        check_positive_float("PointMassTasks: action_scale", action_scale)
+        if isinstance(goal_radius, bool) or not isinstance(goal_radius, (int, float, np.integer, np.floating)):
+            raise ValueError(f"PointMassTasks: goal_radius must be a finite number >= 0, got {goal_radius!r}")
+        if not np.isfinite(goal_radius) or goal_radius < 0:
+            raise ValueError(f"PointMassTasks: goal_radius must be a finite number >= 0, got {goal_radius!r}")
+        check_int("PointMassTasks: max_episode_steps", max_episode_steps)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         super().__init__(seed=seed, sample_task_on_reset=sample_task_on_reset)
