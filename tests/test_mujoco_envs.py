@@ -511,3 +511,29 @@ def test_set_attr_frame_skip_on_the_batched_vec_env_changes_the_time_step_too() 
     np.testing.assert_array_equal(obs_b, obs_d)
     np.testing.assert_array_equal(rew_b, rew_d)
     assert [i["x_velocity"] for i in info_b] == [i["x_velocity"] for i in info_d]
+
+
+@pytest.mark.parametrize("env_cls", [HalfCheetahVelTasks, AntDirTasks])
+def test_batched_reset_infos_equal_those_of_sb3s_vec_env(env_cls) -> None:
+    """Bit for bit: gymnasium's reset info (positions) and the task, as the single env's reset returns them."""
+    batched = make_task_vec_env(env_cls(), 3, seed=0)
+    dummy = make_task_vec_env(env_cls(), 3, seed=0, vec_env_cls="dummy")
+    batched.reset()
+    dummy.reset()
+    assert batched.reset_infos == dummy.reset_infos
+    assert {"x_position", "task"} <= set(batched.reset_infos[0])
+
+
+def test_a_batched_vec_env_of_a_seeded_env_is_reproducible_without_a_seed() -> None:
+    """As SB3's DummyVecEnv of copies: the sub-envs' initial-state RNGs derive from the seeded env's task RNG."""
+    first, second = [], []
+    for out in (first, second):
+        env = AntVelTasks()
+        env.reset(seed=0)
+        venv = make_task_vec_env(env, 3)  # no seed
+        out.append(venv.reset())
+        out.append(venv.step(np.full((3, *env.action_space.shape), 0.2))[0])
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    unseeded = [make_task_vec_env(AntVelTasks(), 3).reset() for _ in range(2)]
+    assert not np.array_equal(*unseeded)  # an unseeded env still gives fresh initial states

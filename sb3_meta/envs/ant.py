@@ -159,6 +159,12 @@ class _AntTasks(MujocoTaskEnv, AntEnv):
             parts.append(np.clip(cfrc_ext[:, 1:], low, high).reshape(len(cfrc_ext), -1))
         return np.concatenate(parts, axis=1)
 
+    def _batch_reset_info(self, qpos: np.ndarray) -> list[dict[str, Any]]:
+        return [
+            {"x_position": row[0], "y_position": row[1], "distance_from_origin": np.linalg.norm(row[0:2], ord=2)}
+            for row in qpos
+        ]
+
     def _batch_healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         # AntEnv.is_healthy on a batch: finite state and torso height within healthy_z_range
         min_z, max_z = self._healthy_z_range

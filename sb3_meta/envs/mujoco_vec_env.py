@@ -22,6 +22,7 @@ Only MuJoCo calls that exist since 3.3 are made outside the ``"batch"`` backend 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import importlib
@@ -212,6 +213,11 @@ class MujocoTaskEnv(TaskEnv[TaskT]):
     def _batch_healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         """Vectorised health check ``(n,)`` bool (always True where the env never terminates)."""
         return np.ones(len(qpos), dtype=bool)
+
+    def _batch_reset_info(self, qpos: np.ndarray) -> list[dict[str, Any]]:
+        """gymnasium's ``_get_reset_info`` for each row of ``qpos``: what the single env's reset info holds besides
+        its task (HalfCheetah's; the Ant's adds its y position and distance from the origin)."""
+        return [{"x_position": row[0]} for row in qpos]
 
     def _single_healthy(self) -> bool:
         """Health of the single env's current state (gymnasium's ``is_healthy`` where it has one)."""
@@ -453,7 +459,12 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
         self.n_threads = self._sims.n_threads
         self._goals = np.zeros(n)
         self._apply_tasks(np.arange(n), self._tasks)
-        self._np_randoms = [seeding.np_random(None)[0] for _ in range(n)]
+        # Initial-state RNGs as make_task_vec_env's DummyVecEnv of copies gives them: derived from each sub-env's
+        # task RNG when the env was already seeded (so that the VecEnv is reproducible from it), else fresh entropy
+        seeded = getattr(env, "_np_random", None) is not None
+        self._np_randoms = [
+            copy.deepcopy(rng).spawn(1)[0] if seeded else seeding.np_random(None)[0] for rng in self._task_rngs
+        ]
         self._elapsed = np.zeros(n, dtype=np.int64)
         self._actions = np.zeros((n, *self.action_space.shape))  # type: ignore[misc]  # Space.shape is Optional; a Box's is set
         self._x = np.zeros(n)
@@ -505,6 +516,11 @@ class MujocoTaskVecEnv(BatchedTaskVecEnv):
     def _observations(self) -> np.ndarray:
         env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
         return env._batch_observation(self._sims.qpos, self._sims.qvel, self._sims.cfrc_ext)
+
+    def _reset_infos(self) -> list[dict[str, Any]]:
+        env: MujocoTaskEnv = self.template_env  # type: ignore[assignment]
+        rows = env._batch_reset_info(self._sims.qpos)
+        return [{**row, "task": task} for row, task in zip(rows, self._tasks, strict=True)]
 
     # --- VecEnv API -------------------------------------------------------------------------------
     def step_async(self, actions: np.ndarray) -> None:

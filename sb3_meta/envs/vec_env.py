@@ -451,8 +451,12 @@ class BatchedTaskVecEnv(VecEnv):
         self._reset_options()
         self._idle = None
         self._reset_envs(np.arange(self.num_envs))
-        self.reset_infos = [{"task": task} for task in self._tasks]
+        self.reset_infos = self._reset_infos()
         return self._observations()
+
+    def _reset_infos(self) -> list[dict[str, Any]]:
+        """Each sub-env's reset info, as the single env's ``reset`` returns it (here: its task)."""
+        return [{"task": task} for task in self._tasks]
 
     def _finish_step(
         self,
