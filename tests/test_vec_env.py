@@ -489,3 +489,15 @@ def test_a_time_limit_longer_than_the_distributions_own_warns():
         UserWarning, match=r"own max_episode_steps=100 ends the episodes first.*PointMassTasks\(max_episode_steps=500\)"
     ):
         make_task_vec_env(gym.make("sb3_meta/PointMass-v0", max_episode_steps=500), 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_negative_indices_count_from_the_end_as_in_sb3(kind):
+    venv = make_task_vec_env(PointMassTasks(), 3, seed=0, vec_env_cls=kind)
+    tasks = tasks_of(3)
+    venv.set_tasks(tasks)
+    assert venv.get_tasks(indices=-1) == [tasks[2]] and venv.get_tasks(indices=[-3, 1]) == [tasks[0], tasks[1]]
+    venv.set_tasks([tasks[0]], indices=-1)
+    assert venv.get_tasks() == [tasks[0], tasks[1], tasks[0]]
+    with pytest.raises(ValueError, match=r"indices \[-4\] out of range"):
+        venv.get_tasks(indices=[-4])

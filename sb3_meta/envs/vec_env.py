@@ -164,12 +164,13 @@ def sub_env_copy(venv: VecEnv, index: int = 0) -> gym.Env:
 
 
 def checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
-    """``venv._get_indices(indices)`` as a list, with a ``ValueError`` for an index out of range."""
-    idx = [int(i) for i in venv._get_indices(indices)]
-    bad = [i for i in idx if not 0 <= i < venv.num_envs]
+    """``venv._get_indices(indices)`` as a list of indices in ``[0, num_envs)``: negative ones count from the end,
+    as with SB3's VecEnvs (a Python list of sub-envs); a ``ValueError`` for one out of range."""
+    given = [int(i) for i in venv._get_indices(indices)]
+    bad = [i for i in given if not -venv.num_envs <= i < venv.num_envs]
     if bad:
-        raise ValueError(f"{type(venv).__name__}: sub-env indices {bad} out of range [0, {venv.num_envs})")
-    return idx
+        raise ValueError(f"{type(venv).__name__}: sub-env indices {bad} out of range [-{venv.num_envs}, {venv.num_envs})")
+    return [i % venv.num_envs for i in given]
 
 
 class _TaskVecEnvMixin:
@@ -201,7 +202,8 @@ class _TaskVecEnvMixin:
 
     def get_tasks(self, indices: VecEnvIndices = None) -> list[Task]:
         """The task of each sub-env in ``indices`` (all by default)."""
-        return self.env_method("get_task", indices=indices)  # type: ignore[attr-defined]
+        idx = checked_indices(cast(VecEnv, self), indices)  # the batched VecEnvs' errors and negative indices
+        return self.env_method("get_task", indices=idx)  # type: ignore[attr-defined]
 
     def step_async(self, actions: np.ndarray) -> None:
         """Validate the whole batch of actions first, so that a bad action steps no sub-env (and kills no worker)."""
