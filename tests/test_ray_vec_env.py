@@ -276,7 +276,17 @@ def test_shard_lost_past_max_replay_steps_raises(cheetah_pair):
         ray_venv.step(np.zeros((4, 6)))
     actor = ray_venv.actors[1]
     ray.kill(actor, no_restart=True)
-    with pytest.raises(ray.exceptions.RayActorError):  # ray.kill is asynchronous: wait until the actor is gone
-        ray.get(actor.hello.remote(), timeout=60)
+    # ray.kill is asynchronous: a call made right after it may still run; wait until the actor is gone
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.hello.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            break
+        except ray.exceptions.GetTimeoutError:  # dying: ask again
+            continue
+        time.sleep(0.1)
+    else:
+        pytest.fail("the killed actor still answers after 60 s")
     with pytest.raises(ShardLostError, match="max_replay_steps=2"):
         ray_venv.step(np.zeros((4, 6)))
