@@ -13,7 +13,7 @@ from conftest import HORIZON, bandit, params_equal, point_mass, small_kwargs
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from sb3_meta import FOMAML, MAML, Reptile
 from sb3_meta.envs import PointMassTasks, make_task_vec_env
@@ -133,12 +133,6 @@ def test_envs_that_are_not_task_distributions():
         MAML("MlpPolicy", DummyVecEnv([lambda: gym.make("CartPole-v1")] * 4), **small_kwargs())
     with pytest.raises(ValueError, match="env must be"):
         MAML("MlpPolicy", 42, **small_kwargs())
-
-
-def test_vec_normalize_is_rejected():
-    venv = VecNormalize(make_task_vec_env(point_mass(), 4))
-    with pytest.raises(ValueError, match="VecNormalize is not supported"):
-        Reptile("MlpPolicy", venv, **small_kwargs())
 
 
 @pytest.mark.parametrize(

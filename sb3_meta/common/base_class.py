@@ -40,12 +40,12 @@ from stable_baselines3.common.vec_env import (
     SubprocVecEnv,
     VecEnv,
     VecMonitor,
-    VecNormalize,
     is_vecenv_wrapped,
 )
 
 from sb3_meta.common.adaptation import InnerLoop, InnerLoopResult
 from sb3_meta.common.meta_gradient import MetaObjective
+from sb3_meta.common.normalization import NormalizationState, find_vec_normalize, normalized_vec_env
 from sb3_meta.common.policies import MetaActorCriticPolicy, ParameterSnapshot, Params
 from sb3_meta.common.rng import (
     TorchStream,
@@ -82,6 +82,7 @@ class IterationStart:
     n_nonfinite: int
     rng_state: dict[str, Any]
     parameters: ParameterSnapshot
+    normalization: NormalizationState | None  # the VecNormalize statistics, which every sampling pass updates
 
 
 #: Entries of :attr:`MetaAlgorithm.iteration_times` kept (the most recent iterations).
@@ -212,6 +213,9 @@ class MetaAlgorithm(BaseAlgorithm):
         #: the model's own torch random stream (made by _setup_model): learn and predict draw from it alone
         self._torch_stream: TorchStream | None = None
         self._adapt_venvs = AdaptationVecEnvs(max_entries=4)
+        # the checkpoint's VecNormalize statistics while the model has no env (loaded without one); see normalization
+        self._normalization: NormalizationState | None = None
+        self._normalization_json: dict[str, Any] | None = None  # what save writes of them
         if _init_setup_model:
             self._setup_model()
 
@@ -226,6 +230,18 @@ class MetaAlgorithm(BaseAlgorithm):
         """
         return None if self.adaptation_env is None else get_task_env(self.adaptation_env)
 
+    @property
+    def normalization(self) -> NormalizationState | None:
+        """The observation/reward normalisation the model trains and adapts with: a copy of the statistics of its
+        env's ``VecNormalize`` (those of its checkpoint when loaded without an env), None without ``VecNormalize``.
+
+        Saved in every checkpoint and put back into the ``VecNormalize`` the model is loaded (or ``set_env``) with;
+        ``adapt``, ``adapt_tasks`` and ``evaluate_adaptation`` sample with them frozen.
+        """
+        if self._vec_normalize_env is not None:
+            return NormalizationState.of(self._vec_normalize_env)
+        return getattr(self, "_normalization", None)
+
     @staticmethod
     def _make_task_env(env: GymEnv | str, n_envs: int | None, seed: int | None, verbose: int = 0) -> tuple[VecEnv, Any]:
         """(task VecEnv wrapped in a VecMonitor, the distribution with its wrappers) from what the user passed.
@@ -235,11 +251,6 @@ class MetaAlgorithm(BaseAlgorithm):
         if isinstance(env, str):
             env = gym.make(env)
         if isinstance(env, VecEnv):
-            if is_vecenv_wrapped(env, VecNormalize):
-                raise ValueError(
-                    "VecNormalize is not supported: observation/reward statistics across tasks are not defined for "
-                    "meta-learning yet. Pass the task VecEnv without VecNormalize."
-                )
             if not is_task_vec_env(env):
                 if not sub_envs_are_task_distributions(env):
                     raise ValueError(
@@ -264,6 +275,15 @@ class MetaAlgorithm(BaseAlgorithm):
                 # the first reset, after the first meta-batch of tasks has been drawn (and lives in another process
                 # for a SubprocVecEnv). The copy keeps sub-env 0's wrappers, which adaptation must apply too.
                 source = sub_env_copy(inner, 0)
+            vec_normalize = find_vec_normalize(env)
+            if vec_normalize is not None:
+                NormalizationState.of(vec_normalize)  # refuses what it cannot save (dict observation statistics)
+                if not is_vecenv_wrapped(vec_normalize.venv, VecMonitor):
+                    # below the VecNormalize, as SB3 users put their Monitor: episode statistics in the env's rewards
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message="The environment is already wrapped with a `Monitor`")
+                        vec_normalize.venv = VecMonitor(vec_normalize.venv)
+                return env, source
             if isinstance(env, VecMonitor):
                 return env, source
             with warnings.catch_warnings():
@@ -314,7 +334,13 @@ class MetaAlgorithm(BaseAlgorithm):
         # the sizes the model samples with (load(..., meta_batch_size=...) may have changed them since it was saved)
         venv, source = self._make_task_env(env, self.meta_batch_size * self.fast_batch_size, self.seed)
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
+        normalization, vec_normalize = self.normalization, find_vec_normalize(venv)
+        if normalization is not None:
+            _check_normalization_fits(normalization, vec_normalize, "set_env")
         super().set_env(venv, force_reset=force_reset)
+        if normalization is not None:  # the model's statistics go on with it (as its task sampler's state does)
+            normalization.apply_to(vec_normalize)  # type: ignore[arg-type]  # checked above
+            self._normalization = None
         old_task_env, self.adaptation_env = self.task_env, source
         task_env = self.task_env
         self._adapt_venvs.close()
@@ -506,6 +532,7 @@ class MetaAlgorithm(BaseAlgorithm):
             self._n_nonfinite,
             get_rng_state(self.task_env, self.env, self._torch_stream),
             self.policy.parameter_snapshot(),
+            self.normalization,
         )
         self._iteration_start = start
         try:
@@ -521,6 +548,8 @@ class MetaAlgorithm(BaseAlgorithm):
         self.policy.restore_parameters(start.parameters)
         self.num_timesteps, self._n_nonfinite = start.num_timesteps, start.n_nonfinite
         set_rng_state(start.rng_state, self.task_env, self.env, self._torch_stream)
+        if start.normalization is not None and self._vec_normalize_env is not None:
+            start.normalization.apply_to(self._vec_normalize_env)
         self._iteration_start = None
 
     def _run_meta_iteration(self, callback: BaseCallback) -> bool:
@@ -684,7 +713,8 @@ class MetaAlgorithm(BaseAlgorithm):
             raise ValueError("No task distribution: pass env=... (the model has none, e.g. loaded without env)")
         step_sizes = check_step_sizes(adapt_lr, n_steps, self.inner_lr)
         check_not_mixture(source)
-        venv = self._adapt_venvs.get(source, len(tasks) * n_episodes)  # separate from the training env and its RNGs
+        # separate from the training env and its RNGs; observations normalised as in training, statistics frozen
+        venv = normalized_vec_env(self._adapt_venvs.get(source, len(tasks) * n_episodes), self.normalization)
         check_for_correct_spaces(venv, self.observation_space, self.action_space)
         inner = self.inner_loop(venv).adapt(self.meta_parameters(), venv, tasks, n_steps, n_episodes, seed, step_sizes)
         return inner.adapted, inner.returns_per_task()
@@ -757,6 +787,7 @@ class MetaAlgorithm(BaseAlgorithm):
             "iteration_times",
             "_torch_stream",
             "_unapplied_rng_state",
+            "_normalization",
         ]
         return [*super()._excluded_save_params(), *excluded]
 
@@ -783,6 +814,8 @@ class MetaAlgorithm(BaseAlgorithm):
         if self._unapplied_rng_state is not None:  # loaded without an env: keep the sampler states for set_env
             state = {**rng_state_from_json(self._unapplied_rng_state), **state}
         self._rng_state = rng_state_to_json(state)
+        normalization = start.normalization if start is not None else self.normalization
+        self._normalization_json = None if normalization is None else normalization.to_json()
         self._checkpoint_class = type(self).__name__
         live_counters = self.num_timesteps, self._n_nonfinite
         if start is not None:  # the parameters are those of the start until the outer step, after every callback
@@ -845,8 +878,12 @@ class MetaAlgorithm(BaseAlgorithm):
             n_envs = overrides.get("meta_batch_size", data["meta_batch_size"]) * overrides.get(
                 "fast_batch_size", data["fast_batch_size"]
             )
+            saved_normalization = data.get("_normalization_json")
+            normalization = None if saved_normalization is None else NormalizationState.from_json(saved_normalization)
             if env is not None:
                 env, source = cls._make_task_env(env, n_envs, None)
+                if normalization is not None:
+                    _check_normalization_fits(normalization, find_vec_normalize(env), "load")
                 encoded = {key: data[key] for key in ("observation_space", "action_space") if key in data}
                 saved_spaces = json_to_data(json.dumps(encoded), custom_objects=custom_objects)
                 if len(saved_spaces) == 2:
@@ -884,6 +921,9 @@ class MetaAlgorithm(BaseAlgorithm):
             model._setup_lr_schedule()
         model.adaptation_env = source
         model._adapt_venvs = AdaptationVecEnvs(max_entries=4)
+        if normalization is not None and model._vec_normalize_env is not None:
+            normalization.apply_to(model._vec_normalize_env)  # the statistics that go with the parameters
+        model._normalization = normalization if model._vec_normalize_env is None else None
         if model.env is None:
             model.n_envs = n_envs  # what set_env will be given (SB3 requires the same number as the model's)
         if "seed" in kwargs:  # an explicit seed reseeds everything, the task sampler made above included
@@ -1092,4 +1132,20 @@ def _check_parameters(model: BaseAlgorithm, params: dict[str, Any], exact_match:
         raise ValueError(
             "Names of parameters do not match agents' parameters: "
             f"expected {expected_objects}, got {set(params)} (pass exact_match=False to set only some)"
+        )
+
+
+def _check_normalization_fits(normalization: NormalizationState, vec_normalize: Any, where: str) -> None:
+    """Refuse an env for a model trained with ``VecNormalize`` (``where``: load or set_env) that it cannot normalise."""
+    if vec_normalize is None:
+        raise ValueError(
+            f"The model was trained with VecNormalize, but the env given to {where} has none: wrap the task VecEnv, "
+            "e.g. VecNormalize(make_task_vec_env(...)) (the model's statistics are put into it)"
+        )
+    if normalization.obs_rms is not None and tuple(normalization.obs_rms.mean.shape) != tuple(
+        vec_normalize.observation_space.shape
+    ):
+        raise ValueError(
+            f"The model's observation statistics have shape {normalization.obs_rms.mean.shape}, but the env given to "
+            f"{where} has observations of shape {vec_normalize.observation_space.shape}"
         )

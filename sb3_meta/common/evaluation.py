@@ -24,6 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_meta.common.adaptation import InnerLoop
 from sb3_meta.common.meta_gradient import MetaObjective
+from sb3_meta.common.normalization import model_normalization, normalized_vec_env
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 from sb3_meta.common.rollout import collect_task_batch
 from sb3_meta.common.sb3_policies import DEFAULT_ADAPT_LR, check_sb3_policy, meta_policy_from_sb3
@@ -364,11 +365,13 @@ def run_evaluation(model: BaseAlgorithm, spec: EvaluationSpec, venvs: Adaptation
     """
     loop, theta = _inner_loop_of(model, spec.horizon)
     n_envs = len(spec.tasks) * spec.n_episodes
-    venv = venvs.get(spec.env, n_envs, "adapt")
+    # the observations (and rewards) as the model was trained on them, with its VecNormalize statistics frozen
+    normalization = model_normalization(model)
+    venv = normalized_vec_env(venvs.get(spec.env, n_envs, "adapt"), normalization)
     mean_action_returns: list[np.ndarray] = []
     measure = None
     if spec.deterministic:
-        measure_venv = venvs.get(spec.env, n_envs, "measure")
+        measure_venv = normalized_vec_env(venvs.get(spec.env, n_envs, "measure"), normalization)
         if spec.seed is not None:
             measure_venv.seed(spec.seed)
         mean_policy = _MeanActionPolicy(loop.objective.policy)

@@ -23,6 +23,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
+from sb3_meta.common.normalization import find_vec_normalize
 from sb3_meta.common.policies import MetaActorCriticPolicy, Params
 
 __all__ = [
@@ -67,10 +68,14 @@ class TaskBatch:
     mask: th.Tensor
     tasks: list[Any]
     advantages: th.Tensor | None = None
+    #: the env's own rewards when ``rewards`` are scaled (by a ``VecNormalize``): returns are reported in them
+    original_rewards: th.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.obs = zero_past_end(self.obs, self.mask)
         self.rewards = zero_past_end(self.rewards, self.mask)
+        if self.original_rewards is not None:
+            self.original_rewards = zero_past_end(self.original_rewards, self.mask)
         if self.actions.is_floating_point():
             self.actions = zero_past_end(self.actions, self.mask)
 
@@ -84,8 +89,9 @@ class TaskBatch:
         return int(self.mask.sum().item())
 
     def episode_returns(self) -> th.Tensor:
-        """Undiscounted return of every episode, shape ``(K, E)``."""
-        return zero_past_end(self.rewards, self.mask).sum(dim=1)
+        """Undiscounted return of every episode in the env's own rewards (``original_rewards`` if set), shape ``(K, E)``."""
+        rewards = self.rewards if self.original_rewards is None else self.original_rewards
+        return zero_past_end(rewards, self.mask).sum(dim=1)
 
     def mean_return(self) -> float:
         return float(self.episode_returns().mean().item())
@@ -252,6 +258,9 @@ def collect_task_batch(
     # batched task VecEnvs (through SB3 wrappers) leave the sub-envs whose episode has ended unstepped
     set_idle_envs = getattr(venv, "set_idle_envs", None)
     obs_buf, act_buf, rew_buf, mask_buf = [], [], [], []
+    # rewards scaled by a VecNormalize train the policy; returns are reported in the env's own (SB3's Monitor too)
+    vec_normalize = find_vec_normalize(venv)
+    original_buf: list[th.Tensor] | None = [] if vec_normalize is not None and vec_normalize.norm_reward else None
 
     if per_task_params:
         dist_fn = th.func.vmap(policy.functional_dist_params, in_dims=(0, 0))
@@ -275,6 +284,8 @@ def collect_task_batch(
         obs_buf.append(obs_t)
         act_buf.append(actions)
         rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
+        if original_buf is not None:
+            original_buf.append(th.as_tensor(vec_normalize.get_original_reward(), dtype=th.float32, device=device))  # type: ignore[union-attr]
         mask_buf.append(th.as_tensor(active, dtype=th.float32, device=device))
         was_active, active = active, active & ~dones
         if set_idle_envs is not None and (was_active & dones).any():
@@ -295,7 +306,8 @@ def collect_task_batch(
                 rewards = np.where(idle, np.zeros_like(rewards), rewards)
                 infos = [{} if idle[i] else info for i, info in enumerate(infos)]
             if step == max_steps - 1 and active.any():  # the horizon cuts these episodes: tell the callbacks
-                dones, infos = _report_horizon_cut(venv, active, step_obs, dones, infos, rew_buf, mask_buf)
+                reported = rew_buf if original_buf is None else original_buf
+                dones, infos = _report_horizon_cut(venv, active, step_obs, dones, infos, reported, mask_buf)
             if on_step(step_obs, rewards, dones, infos) is False:
                 return None
         obs = next_obs
@@ -313,6 +325,7 @@ def collect_task_batch(
         rewards=stack(rew_buf),
         mask=stack(mask_buf),
         tasks=list(tasks),
+        original_rewards=None if original_buf is None else stack(original_buf),
     )
 
 

@@ -42,8 +42,6 @@ def check_sb3_policy(model: BaseAlgorithm) -> ActorCriticPolicy:
             f"{name}: evaluate_adaptation supports Gaussian (without gSDE) and categorical policies, "
             f"got {type(policy.action_dist).__name__}"
         )
-    if model.get_vec_normalize_env() is not None:
-        raise ValueError(f"{name} was trained with VecNormalize, which evaluate_adaptation does not apply")
     return policy
 
 

@@ -1,0 +1,154 @@
+"""SB3's ``VecNormalize`` for meta-learners: the running statistics belong to the model.
+
+A meta-learner trained on ``VecNormalize(task_venv)`` sees normalised observations (and rewards) in every sampling
+pass, so adaptation must see the same transformation, also on the fresh VecEnvs that ``adapt`` and
+``evaluate_adaptation`` sample and after ``load`` without an env. :class:`NormalizationState` is a copy of a
+``VecNormalize``'s statistics and settings: the model saves it in its checkpoints (as JSON), puts it back into the
+``VecNormalize`` it is loaded with (so that training resumes bit for bit, also from a checkpoint written during an
+iteration, and a ``VecNormalize.load``-ed env of another time cannot desynchronise parameters and statistics), and
+wraps adaptation VecEnvs in a frozen ``VecNormalize`` with it (``training=False``: adapting never moves them).
+
+Returns are reported in the env's own reward scale (``VecNormalize.get_original_reward``), as SB3's ``Monitor``
+reports them; the inner steps use the normalised rewards, as training did.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
+
+__all__ = ["NormalizationState", "find_vec_normalize", "model_normalization", "normalized_vec_env"]
+
+_SETTINGS = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")
+
+
+def find_vec_normalize(venv: VecEnv | None) -> VecNormalize | None:
+    """The outermost ``VecNormalize`` in ``venv``'s chain of VecEnv wrappers, or None."""
+    while isinstance(venv, VecEnvWrapper):
+        if isinstance(venv, VecNormalize):
+            return venv
+        venv = venv.venv
+    return None
+
+
+@dataclasses.dataclass
+class NormalizationState:
+    """The statistics (observation and return running mean/variance) and settings of a ``VecNormalize``.
+
+    :param norm_obs: whether observations are normalised
+    :param norm_reward: whether rewards are scaled by the running std of the discounted return
+    :param clip_obs: observations are clipped to ``[-clip_obs, clip_obs]`` after normalisation
+    :param clip_reward: rewards are clipped to ``[-clip_reward, clip_reward]`` after scaling
+    :param gamma: discount of the running return whose std scales the rewards
+    :param epsilon: added to the variances
+    :param obs_rms: running mean/variance of the observations (None when ``norm_obs`` is False)
+    :param ret_rms: running mean/variance of the discounted returns
+    """
+
+    norm_obs: bool
+    norm_reward: bool
+    clip_obs: float
+    clip_reward: float
+    gamma: float
+    epsilon: float
+    obs_rms: RunningMeanStd | None
+    ret_rms: RunningMeanStd
+
+    @classmethod
+    def of(cls, vec_normalize: VecNormalize) -> NormalizationState:
+        """A copy of ``vec_normalize``'s statistics and settings (later updates of it do not change the copy)."""
+        if isinstance(getattr(vec_normalize, "obs_rms", None), dict):
+            raise ValueError("VecNormalize of dict observations is not supported (meta-policies take Box observations)")
+        settings = {name: getattr(vec_normalize, name) for name in _SETTINGS}
+        obs_rms = copy.deepcopy(vec_normalize.obs_rms) if vec_normalize.norm_obs else None
+        return cls(**settings, obs_rms=obs_rms, ret_rms=copy.deepcopy(vec_normalize.ret_rms))
+
+    def apply_to(self, vec_normalize: VecNormalize) -> None:
+        """Put these statistics and settings into ``vec_normalize`` (copies; its ``training`` flag is kept).
+
+        :raises ValueError: when the observation statistics do not fit its observation space
+        """
+        if self.obs_rms is not None and tuple(self.obs_rms.mean.shape) != tuple(vec_normalize.observation_space.shape):
+            raise ValueError(
+                f"The saved observation statistics have shape {self.obs_rms.mean.shape}, but the VecNormalize's "
+                f"observations have shape {vec_normalize.observation_space.shape}"
+            )
+        for name in _SETTINGS:
+            setattr(vec_normalize, name, getattr(self, name))
+        if self.obs_rms is not None:
+            vec_normalize.obs_rms = copy.deepcopy(self.obs_rms)
+        vec_normalize.ret_rms = copy.deepcopy(self.ret_rms)
+
+    def frozen(self, venv: VecEnv) -> VecNormalize:
+        """``venv`` in a ``VecNormalize`` with these statistics that never updates them (``training=False``)."""
+        wrapper = VecNormalize(venv, training=False, **{name: getattr(self, name) for name in _SETTINGS})
+        self.apply_to(wrapper)
+        return wrapper
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types only (float64 values round-trip exactly through JSON's repr)."""
+
+        def rms(r: RunningMeanStd | None) -> dict[str, Any] | None:
+            if r is None:
+                return None
+            return {
+                "mean": np.asarray(r.mean, np.float64).tolist(),
+                "var": np.asarray(r.var, np.float64).tolist(),
+                "count": float(r.count),
+            }
+
+        return {
+            **{
+                name: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
+                for name in _SETTINGS
+                for v in [getattr(self, name)]
+            },
+            "obs_rms": rms(self.obs_rms),
+            "ret_rms": rms(self.ret_rms),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NormalizationState:
+        """The inverse of :meth:`to_json`.
+
+        :raises ValueError: when an entry is missing or malformed
+        """
+
+        def rms(d: dict[str, Any] | None) -> RunningMeanStd | None:
+            if d is None:
+                return None
+            mean = np.asarray(d["mean"], np.float64)
+            r = RunningMeanStd(shape=mean.shape)
+            r.mean, r.var, r.count = mean, np.asarray(d["var"], np.float64).reshape(mean.shape), float(d["count"])
+            return r
+
+        try:
+            ret_rms = rms(data["ret_rms"])
+            if ret_rms is None:
+                raise KeyError("ret_rms")
+            return cls(**{name: data[name] for name in _SETTINGS}, obs_rms=rms(data["obs_rms"]), ret_rms=ret_rms)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"The checkpoint's VecNormalize statistics are incomplete or malformed ({e!r})") from e
+
+
+def normalized_vec_env(venv: VecEnv, state: NormalizationState | None) -> VecEnv:
+    """``venv`` in a frozen ``VecNormalize`` with ``state`` (``venv`` itself without one)."""
+    return venv if state is None else state.frozen(venv)
+
+
+def model_normalization(model: Any) -> NormalizationState | None:
+    """The normalisation an SB3 model (or meta-learner) was trained with, None without ``VecNormalize``.
+
+    A meta-learner's own (its ``normalization``, kept through ``load`` without an env); for an SB3 model, that of
+    the ``VecNormalize`` of its env (SB3 models do not save it: load them with their ``VecNormalize.load``-ed env).
+    """
+    own = getattr(model, "normalization", None)
+    if isinstance(own, NormalizationState):
+        return own
+    vec_normalize = model.get_vec_normalize_env()
+    return None if vec_normalize is None else NormalizationState.of(vec_normalize)
