@@ -63,10 +63,12 @@ def test_a_model_of_the_oracle_form_adapts_on_the_oracle_form(given):
     adapted.predict(obs, deterministic=True)
 
 
-def test_an_oracle_vec_env_model_adapts_on_the_oracle_form():
+@pytest.mark.parametrize("vec_env_cls", ["batched", "dummy"])
+def test_an_oracle_vec_env_model_adapts_on_the_oracle_form(vec_env_cls):
     from sb3_meta.envs import OracleVecEnv
 
-    model = FOMAML("MlpPolicy", OracleVecEnv(make_task_vec_env(point_mass(), 4, seed=0)), **FAST)
+    venv = OracleVecEnv(make_task_vec_env(point_mass(), 4, seed=0, vec_env_cls=vec_env_cls))
+    model = FOMAML("MlpPolicy", venv, **FAST)
     assert isinstance(model.adaptation_env, OracleObservation)
     task = point_mass(seed=7).sample_tasks(1)[0]
     _, explicit = model.adapt_tasks([task], n_steps=1, seed=0, env=OracleObservation(point_mass()))

@@ -36,8 +36,6 @@ from stable_baselines3.common.save_util import json_to_data, load_from_zip_file,
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import check_for_correct_spaces, configure_logger, safe_mean
 from stable_baselines3.common.vec_env import (
-    DummyVecEnv,
-    SubprocVecEnv,
     VecEnv,
     VecMonitor,
     is_vecenv_wrapped,
@@ -62,8 +60,8 @@ from sb3_meta.envs.vec_env import (
     TaskVecEnvWrapper,
     get_task_env,
     is_task_vec_env,
-    sub_env_copy,
     sub_envs_are_task_distributions,
+    vec_env_distribution,
 )
 from sb3_meta.envs.wrappers import OracleObservation, OracleVecEnv, check_not_mixture
 
@@ -265,16 +263,14 @@ class MetaAlgorithm(BaseAlgorithm):
                     "make it with make_task_vec_env(env, meta_batch_size * fast_batch_size) (or make_vec_env(..., "
                     f"n_envs={n_envs})), or set meta_batch_size and fast_batch_size so that their product is {env.num_envs}"
                 )
-            inner = unwrap_task_vec_env(env)
-            source: Any = getattr(inner, "template_env", None)  # a batched VecEnv's distribution (unwrapped)
+            # A batched VecEnv's distribution; for SB3's VecEnvs, a copy of sub-env 0 owned by the model (as for a
+            # task-distribution env), so that the model's seed and checkpoints cover task sampling: sub-env 0's own
+            # task RNG is only seeded at the first reset, after the first meta-batch of tasks has been drawn (and
+            # lives in another process for a SubprocVecEnv). The copy keeps sub-env 0's wrappers, which adaptation
+            # must apply too.
+            source: Any = vec_env_distribution(env)
             if source is not None and is_vecenv_wrapped(env, OracleVecEnv):
                 source = OracleObservation(source)  # the oracle form, as the VecEnv presents it
-            elif source is None and isinstance(inner, (DummyVecEnv, SubprocVecEnv)):
-                # Sample tasks with a copy of sub-env 0 owned by the model (as for a task-distribution env), so that
-                # the model's seed and checkpoints cover task sampling: sub-env 0's own task RNG is only seeded at
-                # the first reset, after the first meta-batch of tasks has been drawn (and lives in another process
-                # for a SubprocVecEnv). The copy keeps sub-env 0's wrappers, which adaptation must apply too.
-                source = sub_env_copy(inner, 0)
             vec_normalize = find_vec_normalize(env)
             if vec_normalize is not None:
                 NormalizationState.of(vec_normalize)  # refuses what it cannot save (dict observation statistics)

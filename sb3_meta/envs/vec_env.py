@@ -163,6 +163,25 @@ def sub_env_copy(venv: VecEnv, index: int = 0) -> gym.Env:
     return env
 
 
+def vec_env_distribution(venv: VecEnv) -> gym.Env | None:
+    """The task distribution of which ``venv``'s sub-envs are copies, read without stepping or resetting them.
+
+    Their tasks cannot tell it (a sub-env may have none before its first reset). It is a batched VecEnv's
+    ``template_env`` (unwrapped, not a copy); a copy of sub-env 0 of SB3's Dummy/SubprocVecEnv, with its wrappers
+    (out of the worker process for a SubprocVecEnv, so it must pickle); None for another VecEnv class. VecEnv
+    wrappers around ``venv`` are looked through.
+    """
+    inner = venv
+    while isinstance(inner, VecEnvWrapper):
+        inner = inner.venv
+    template = getattr(inner, "template_env", None)
+    if template is not None:
+        return template
+    if isinstance(inner, (DummyVecEnv, SubprocVecEnv)):
+        return sub_env_copy(inner, 0)
+    return None
+
+
 def checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
     """``venv._get_indices(indices)`` as a list of indices in ``[0, num_envs)``: negative ones count from the end,
     as with SB3's VecEnvs (a Python list of sub-envs); a ``ValueError`` for one out of range."""

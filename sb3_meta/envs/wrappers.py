@@ -17,11 +17,11 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import WrapperSpec, get_env_id, parse_env_id
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from sb3_meta.envs.core import Task
-from sb3_meta.envs.vec_env import get_task_env, is_task_vec_env, sub_env_copy
+from sb3_meta.envs.vec_env import get_task_env, is_task_vec_env, vec_env_distribution
 
 __all__ = [
     "OracleObservation",
@@ -209,14 +209,9 @@ def register_oracle_env(env_id: str) -> str:
 def _oracle_task_size(venv: VecEnv) -> int:
     """How many numbers a task of ``venv``'s distribution has; its sub-envs may have no task before their first
     reset, so it is read from the distribution (a batched VecEnv's template, or a copy of SB3 sub-env 0)."""
-    inner = venv
-    while isinstance(inner, VecEnvWrapper):
-        inner = inner.venv
-    template = getattr(inner, "template_env", None)
-    if template is not None:
-        return _task_size(template)
-    if isinstance(inner, (DummyVecEnv, SubprocVecEnv)):
-        return _task_size(get_task_env(sub_env_copy(inner, 0)))
+    source = vec_env_distribution(venv)
+    if source is not None:
+        return _task_size(get_task_env(source))
     return int(venv.get_tasks(indices=[0])[0].as_array().size)  # type: ignore[attr-defined]  # another task VecEnv
 
 
