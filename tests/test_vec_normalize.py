@@ -16,7 +16,7 @@ import pytest
 import torch as th
 from conftest import FAST_TRPO, HORIZON, params_equal, point_mass, small_kwargs
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
@@ -93,12 +93,15 @@ class EpisodeReturns(BaseCallback):
 
 @pytest.mark.parametrize("name", sorted(ALGOS))
 def test_training_updates_the_statistics_and_logs_the_envs_returns(name):
-    model = make(name, clip_reward=0.01)  # learning rewards clipped hard: far from the env's own
+    # learning rewards clipped hard, far from the env's own; the VecMonitor below the VecNormalize, as in SB3
+    venv = VecNormalize(VecMonitor(make_task_vec_env(point_mass(seed=3), N_ENVS, seed=3)), clip_reward=0.01)
+    cls, extra = ALGOS[name]
+    model = cls("MlpPolicy", venv, **small_kwargs(seed=5), **extra)
+    assert model.get_env() is venv  # the user's chain as given (SB3's sync_envs_normalization walks it)
     seen = EpisodeReturns()
     model.learn(1, callback=seen)
     stats = model.normalization
     assert stats is not None and stats.obs_rms.count > model.num_timesteps  # every step (and reset) counted
-    assert isinstance(model.get_vec_normalize_env().venv, VecMonitor)  # episodes counted below the normalisation
     logged = sorted(ep["r"] for ep in model.ep_info_buffer)
     assert len(seen.returns) == len(logged) == N_ENVS * model.sampling_passes
     np.testing.assert_allclose(sorted(seen.returns), logged, rtol=1e-5)
@@ -230,3 +233,13 @@ def test_vec_normalize_around_an_sb3_vec_env_of_task_distributions():
     before = model.normalization
     adapted = model.adapt(model.task_env.sample_tasks(1)[0], steps=1, seed=0)
     assert same_statistics(model.normalization, before) and same_statistics(adapted.normalization, before)
+
+
+def test_sb3_eval_callback_synchronises_its_vec_normalize_with_the_model():
+    """SB3's habit: an eval env wrapped as the training env; EvalCallback copies the statistics into it."""
+    model = make("FOMAML")
+    eval_env = VecNormalize(make_task_vec_env(point_mass(seed=9), 2, seed=9), training=False, norm_reward=False)
+    callback = EvalCallback(eval_env, eval_freq=1, n_eval_episodes=2, warn=False)
+    model.learn(1, callback=callback)
+    assert callback.last_mean_reward < 0  # it evaluated (point-mass returns are negative distances)
+    np.testing.assert_array_equal(eval_env.obs_rms.mean, model.get_vec_normalize_env().obs_rms.mean)

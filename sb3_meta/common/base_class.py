@@ -274,11 +274,9 @@ class MetaAlgorithm(BaseAlgorithm):
             vec_normalize = find_vec_normalize(env)
             if vec_normalize is not None:
                 NormalizationState.of(vec_normalize)  # refuses what it cannot save (dict observation statistics)
-                if not is_vecenv_wrapped(vec_normalize.venv, VecMonitor):
-                    # below the VecNormalize, as SB3 users put their Monitor: episode statistics in the env's rewards
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message="The environment is already wrapped with a `Monitor`")
-                        vec_normalize.venv = VecMonitor(vec_normalize.venv)
+                # No VecMonitor added: above the VecNormalize it would count normalised rewards, and any wrapper
+                # added to the chain breaks SB3's sync_envs_normalization (EvalCallback walks the training and eval
+                # chains in step). As in SB3, a VecMonitor goes below it: VecNormalize(VecMonitor(task_venv)).
                 return env, source
             if isinstance(env, VecMonitor):
                 return env, source
