@@ -243,3 +243,14 @@ def test_sb3_eval_callback_synchronises_its_vec_normalize_with_the_model():
     model.learn(1, callback=callback)
     assert callback.last_mean_reward < 0  # it evaluated (point-mass returns are negative distances)
     np.testing.assert_array_equal(eval_env.obs_rms.mean, model.get_vec_normalize_env().obs_rms.mean)
+
+
+def test_reward_normalisation_alone(tmp_path):
+    model = iterate(make("FOMAML", norm_obs=False), 1)
+    assert model.normalization.obs_rms is None and model.normalization.ret_rms.count > 1
+    model.save(tmp_path / "model.zip")
+    loaded = FOMAML.load(tmp_path / "model.zip")
+    assert loaded.normalization.obs_rms is None and loaded.normalization.ret_rms.var == model.normalization.ret_rms.var
+    live = evaluate_adaptation(model, point_mass(), n_tasks=2, n_steps=1, n_episodes=2, seed=0)
+    again = evaluate_adaptation(loaded, point_mass(), n_tasks=2, n_steps=1, n_episodes=2, seed=0)
+    np.testing.assert_array_equal(again.returns, live.returns)
