@@ -254,3 +254,19 @@ def test_reward_normalisation_alone(tmp_path):
     live = evaluate_adaptation(model, point_mass(), n_tasks=2, n_steps=1, n_episodes=2, seed=0)
     again = evaluate_adaptation(loaded, point_mass(), n_tasks=2, n_steps=1, n_episodes=2, seed=0)
     np.testing.assert_array_equal(again.returns, live.returns)
+
+
+@pytest.mark.parametrize("vec_env_cls", ["batched", "dummy"])
+def test_the_statistics_count_the_steps_training_keeps_not_padding(vec_env_cls):
+    """Episodes that end early leave their sub-env idle (batched) or running a discarded episode (SB3's VecEnvs)
+    until the pass ends: the statistics count every reset and the steps of the episodes, nothing else."""
+    env = point_mass(seed=3, goal_radius=0.2, goal_range=0.5)
+    venv = VecNormalize(make_task_vec_env(env, N_ENVS, seed=3, vec_env_cls=vec_env_cls))
+    model = FOMAML("MlpPolicy", venv, **small_kwargs(seed=5), **FAST_TRPO)
+    model.learn(1)
+    lengths = [ep["l"] for ep in model.ep_info_buffer]
+    assert min(lengths) < max(lengths)  # episodes ended at different steps: padding in between
+    resets = N_ENVS * model.sampling_passes
+    assert model.normalization.obs_rms.count == pytest.approx(1e-4 + resets + sum(lengths), abs=1e-6)
+    assert model.normalization.ret_rms.count == pytest.approx(1e-4 + sum(lengths), abs=1e-6)
+    assert venv.training  # set back after each pass

@@ -22,7 +22,13 @@ import numpy as np
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
-__all__ = ["NormalizationState", "find_vec_normalize", "model_normalization", "normalized_vec_env"]
+__all__ = [
+    "CountedStepsNormalization",
+    "NormalizationState",
+    "find_vec_normalize",
+    "model_normalization",
+    "normalized_vec_env",
+]
 
 _SETTINGS = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")
 
@@ -152,3 +158,57 @@ def model_normalization(model: Any) -> NormalizationState | None:
         return own
     vec_normalize = model.get_vec_normalize_env()
     return None if vec_normalize is None else NormalizationState.of(vec_normalize)
+
+
+class CountedStepsNormalization:
+    """During a sampling pass, a training ``VecNormalize`` in ``venv`` learns from the steps the batch keeps only.
+
+    SB3's ``VecNormalize`` updates its statistics with every sub-env at every step. In a pass, the sub-envs whose
+    episode has ended are padding (left idle by the batched VecEnvs, auto-reset and run by SB3's), which training
+    discards; counted, they would weigh end states (Ant lying down) or unused episodes in the statistics. So for the
+    pass the ``VecNormalize`` is set to ``training=False``, and :meth:`after_step` makes SB3's update (statistics
+    first, then normalisation with them) on the sub-envs whose step counts. The reset that starts the pass is
+    SB3's own (every sub-env starts an episode). Without a training ``VecNormalize``, or with a wrapper above it
+    that changes observations, nothing changes.
+
+    :param venv: the VecEnv a pass samples
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        vec_normalize = find_vec_normalize(venv)
+        keeps_observations = vec_normalize is not None and venv.observation_space == vec_normalize.observation_space
+        self.vec_normalize = vec_normalize if keeps_observations and vec_normalize.training else None  # type: ignore[union-attr]
+        self._returns: np.ndarray | None = None
+
+    def __enter__(self) -> CountedStepsNormalization:
+        if self.vec_normalize is not None:
+            self.vec_normalize.training = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.vec_normalize is not None:
+            self.vec_normalize.training = True
+
+    def before_step(self) -> None:
+        if self.vec_normalize is not None:
+            self._returns = self.vec_normalize.returns.copy()  # the step zeroes those of the episodes it ends
+
+    def after_step(self, counted: np.ndarray, obs: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> tuple[Any, Any]:
+        """The step's observations and rewards, normalised with statistics updated by the ``counted`` sub-envs.
+
+        :param counted: per sub-env, whether this step is part of its episode (not padding)
+        """
+        vec_normalize = self.vec_normalize
+        if vec_normalize is None:
+            return obs, rewards
+        assert self._returns is not None
+        raw_obs, raw_rewards = vec_normalize.get_original_obs(), vec_normalize.get_original_reward()
+        if vec_normalize.norm_obs:
+            if counted.any():
+                vec_normalize.obs_rms.update(raw_obs[counted])
+            obs = vec_normalize.normalize_obs(raw_obs)
+        returns = np.where(counted, self._returns * vec_normalize.gamma + raw_rewards, self._returns)
+        if counted.any():
+            vec_normalize.ret_rms.update(returns[counted])
+        vec_normalize.returns = np.where(dones, 0.0, returns)
+        return obs, vec_normalize.normalize_reward(raw_rewards)
