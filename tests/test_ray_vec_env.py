@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import params_equal, point_mass, small_kwargs
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -210,6 +211,19 @@ def test_one_iteration_equals_the_local_vec_env(cheetah_pair, algo):
         model.learn(1)
         params.append(model.meta_parameters())
     assert params_equal(*params)
+
+
+def test_vec_normalize_around_it_trains_as_around_the_local_vec_env(cheetah_pair):
+    results = []
+    for venv in cheetah_pair:
+        model = FOMAML("MlpPolicy", VecNormalize(venv), **small_kwargs(), **TRAIN_KWARGS)
+        model.learn(1)
+        results.append((model.meta_parameters(), model.normalization))
+    (ray_params, ray_stats), (local_params, local_stats) = results
+    assert params_equal(ray_params, local_params)
+    assert (
+        np.array_equal(ray_stats.obs_rms.var, local_stats.obs_rms.var) and ray_stats.obs_rms.count == local_stats.obs_rms.count
+    )
 
 
 def test_save_load_resumes_bit_for_bit(cheetah_pair):
