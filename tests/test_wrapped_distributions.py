@@ -8,12 +8,14 @@ distribution under it, seeded by the model's seed.
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import HORIZON, params_equal, point_mass, small_kwargs
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper, VecMonitor, VecNormalize
 
 from sb3_meta import FOMAML
 from sb3_meta.envs import OracleObservation, PointMassTasks, make_task_vec_env
@@ -132,3 +134,22 @@ def test_a_make_vec_env_model_does_not_warn_about_its_monitors():
         warnings.simplefilter("always")
         FOMAML("MlpPolicy", make_vec_env(lambda: point_mass(), n_envs=4, vec_env_cls=DummyVecEnv), **FAST).learn(1)
     assert not [w for w in caught if "Monitor" in str(w.message)], [str(w.message) for w in caught]
+
+
+class ScaledRewards(VecEnvWrapper):
+    """A VecEnv wrapper that changes rewards: adaptation's fresh VecEnvs would not have it."""
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return obs, 10 * rewards, dones, infos
+
+
+def test_a_vec_env_wrapper_that_adaptation_cannot_apply_is_warned_about():
+    with pytest.warns(UserWarning, match="without the VecEnv wrapper\\(s\\) ScaledRewards"):
+        FOMAML("MlpPolicy", ScaledRewards(make_task_vec_env(point_mass(), 4, seed=0)), **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the wrappers adaptation applies, or need not, give no warning
+        FOMAML("MlpPolicy", VecNormalize(VecMonitor(make_task_vec_env(point_mass(), 4, seed=0))), **FAST)

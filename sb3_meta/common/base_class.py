@@ -54,7 +54,7 @@ from sb3_meta.common.rng import (
     unwrap_task_vec_env,
 )
 from sb3_meta.common.utils import all_finite, atomic_write, check_int, check_positive_float, check_step_sizes, stopwatch
-from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env
+from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env, warn_if_adaptation_drops_vec_env_wrappers
 from sb3_meta.envs.core import Task
 from sb3_meta.envs.vec_env import (
     TaskVecEnvWrapper,
@@ -257,6 +257,7 @@ class MetaAlgorithm(BaseAlgorithm):
                         "of task distributions (e.g. make_vec_env('sb3_meta/PointMass-v0', n_envs=...))"
                     )
                 env = TaskVecEnvWrapper(env)  # e.g. make_vec_env(...) of a task distribution: tasks via env_method
+            warn_if_adaptation_drops_vec_env_wrappers(env)
             if n_envs is not None and env.num_envs != n_envs:
                 raise ValueError(
                     f"The VecEnv has {env.num_envs} sub-envs, but meta_batch_size x fast_batch_size = {n_envs}: "

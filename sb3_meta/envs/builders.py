@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecMonitor
 
 from sb3_meta.common.utils import check_int
 from sb3_meta.envs.core import TaskEnv
@@ -37,6 +37,7 @@ __all__ = [
     "make_adaptation_vec_env",
     "make_mixture_vec_env",
     "make_task_vec_env",
+    "warn_if_adaptation_drops_vec_env_wrappers",
     "wrapper_layout",
 ]
 
@@ -108,6 +109,41 @@ def make_adaptation_vec_env(env: gym.Env, n_envs: int) -> VecEnv:
         venv = make_task_vec_env(base, n_envs)
         return OracleVecEnv(venv) if oracle else venv
     return make_task_vec_env(copy.deepcopy(env), n_envs, vec_env_cls="dummy")
+
+
+#: VecEnv wrappers that adaptation VecEnvs need not repeat: bookkeeping (episode statistics, video, NaN checks), the
+#: task plumbing, and the two it applies itself (OracleVecEnv's oracle form, VecNormalize's statistics, frozen).
+ADAPTATION_KEEPS_VEC_ENV_WRAPPERS = (
+    "VecMonitor",
+    "VecVideoRecorder",
+    "VecCheckNan",
+    "TaskVecEnvWrapper",
+    "OracleVecEnv",
+    "VecNormalize",
+)
+
+
+def warn_if_adaptation_drops_vec_env_wrappers(venv: VecEnv) -> None:
+    """Warn about VecEnv wrappers around a model's task VecEnv that adaptation does not apply.
+
+    ``adapt``, ``adapt_tasks`` and ``evaluate_adaptation`` sample fresh VecEnvs of the model's distribution (with its
+    gymnasium wrappers); an SB3 VecEnv wrapper cannot be rebuilt around them in general (e.g. ``VecFrameStack``'s
+    buffers are sized by the VecEnv it wraps), so one that changes observations or rewards would make adaptation
+    differ from training: gymnasium wrappers on the sub-envs are kept, VecEnv wrappers are not.
+    """
+    dropped, inner = [], venv
+    while isinstance(inner, VecEnvWrapper):
+        if type(inner).__name__ not in ADAPTATION_KEEPS_VEC_ENV_WRAPPERS:
+            dropped.append(type(inner).__name__)
+        inner = inner.venv
+    if dropped:
+        warnings.warn(
+            f"adapt and evaluate_adaptation sample fresh VecEnvs without the VecEnv wrapper(s) {', '.join(dropped)} "
+            "around this model's task VecEnv: adaptation would see other observations or rewards than training. "
+            "Apply such transformations as gymnasium wrappers on the task distribution instead (they are kept).",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def make_mixture_vec_env(env: gym.Env | str, n_envs: int, seed: int | None = None, oracle: bool = False) -> VecEnv:
