@@ -107,6 +107,7 @@ def test_set_get_tasks_and_env_method(kind):
     assert venv.get_tasks() == [new, tasks[1], new, tasks[3]]
     assert venv.env_method("get_task", indices=[2]) == [new]
     assert venv.get_attr("task_type", indices=[0]) == [PointMassTask]
+    assert venv.get_attr("task") == venv.get_tasks() and venv.get_attr("task", indices=[-1]) == [tasks[3]]  # every kind
     venv.set_tasks([tasks[0]], indices=[2])
     assert venv.get_tasks() == [new, tasks[1], tasks[0], tasks[3]]
     drawn = venv.env_method("sample_tasks", 3, indices=[1])

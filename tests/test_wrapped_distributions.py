@@ -128,12 +128,13 @@ def test_a_shorter_time_limit_sets_the_horizon():
 
 def test_a_make_vec_env_model_does_not_warn_about_its_monitors():
     """SB3's make_vec_env wraps each sub-env in a Monitor; the model's VecMonitor counts the same episodes."""
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        FOMAML("MlpPolicy", make_vec_env(lambda: point_mass(), n_envs=4, vec_env_cls=DummyVecEnv), **FAST).learn(1)
+        model = FOMAML("MlpPolicy", make_vec_env(lambda: point_mass(), n_envs=4, vec_env_cls=DummyVecEnv), **FAST)
+        model.learn(1)
     assert not [w for w in caught if "Monitor" in str(w.message)], [str(w.message) for w in caught]
+    venv = model.get_env()
+    assert venv.get_attr("task") == venv.get_tasks()  # as on the batched VecEnvs (the sub-envs have get_task())
 
 
 class ScaledRewards(VecEnvWrapper):

@@ -224,6 +224,13 @@ class _TaskVecEnvMixin:
         idx = checked_indices(cast(VecEnv, self), indices)  # the batched VecEnvs' errors and negative indices
         return self.env_method("get_task", indices=idx)  # type: ignore[attr-defined]
 
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """SB3's ``get_attr``; ``"task"`` gives each sub-env's task (``get_tasks``), as on the batched VecEnvs (the
+        sub-envs keep it behind ``get_task()``, not as an attribute)."""
+        if attr_name == "task":
+            return self.get_tasks(indices)
+        return super().get_attr(attr_name, indices)  # type: ignore[misc]
+
     def step_async(self, actions: np.ndarray) -> None:
         """Validate the whole batch of actions first, so that a bad action steps no sub-env (and kills no worker)."""
         space = self.action_space  # type: ignore[attr-defined]
