@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from stable_baselines3.common.running_mean_std import RunningMeanStd
@@ -71,7 +71,7 @@ class NormalizationState:
         if isinstance(getattr(vec_normalize, "obs_rms", None), dict):
             raise ValueError("VecNormalize of dict observations is not supported (meta-policies take Box observations)")
         settings = {name: getattr(vec_normalize, name) for name in _SETTINGS}
-        obs_rms = copy.deepcopy(vec_normalize.obs_rms) if vec_normalize.norm_obs else None
+        obs_rms = cast(RunningMeanStd, copy.deepcopy(vec_normalize.obs_rms)) if vec_normalize.norm_obs else None
         return cls(**settings, obs_rms=obs_rms, ret_rms=copy.deepcopy(vec_normalize.ret_rms))
 
     def apply_to(self, vec_normalize: VecNormalize) -> None:
@@ -79,7 +79,7 @@ class NormalizationState:
 
         :raises ValueError: when the observation statistics do not fit its observation space
         """
-        if self.obs_rms is not None and tuple(self.obs_rms.mean.shape) != tuple(vec_normalize.observation_space.shape):
+        if self.obs_rms is not None and tuple(self.obs_rms.mean.shape) != tuple(vec_normalize.observation_space.shape or ()):
             raise ValueError(
                 f"The saved observation statistics have shape {self.obs_rms.mean.shape}, but the VecNormalize's "
                 f"observations have shape {vec_normalize.observation_space.shape}"
@@ -87,7 +87,7 @@ class NormalizationState:
         for name in _SETTINGS:
             setattr(vec_normalize, name, getattr(self, name))
         if self.obs_rms is not None:
-            vec_normalize.obs_rms = copy.deepcopy(self.obs_rms)
+            vec_normalize.obs_rms = copy.deepcopy(self.obs_rms)  # type: ignore[arg-type]  # (Box observations)
         vec_normalize.ret_rms = copy.deepcopy(self.ret_rms)
 
     def frozen(self, venv: VecEnv) -> VecNormalize:
@@ -202,11 +202,11 @@ class CountedStepsNormalization:
         if vec_normalize is None:
             return obs, rewards
         assert self._returns is not None
-        raw_obs, raw_rewards = vec_normalize.get_original_obs(), vec_normalize.get_original_reward()
+        raw_obs, raw_rewards = np.asarray(vec_normalize.get_original_obs()), vec_normalize.get_original_reward()
         if vec_normalize.norm_obs:
             if counted.any():
-                vec_normalize.obs_rms.update(raw_obs[counted])
-            obs = vec_normalize.normalize_obs(raw_obs)
+                cast(RunningMeanStd, vec_normalize.obs_rms).update(raw_obs[counted])
+            obs = np.asarray(vec_normalize.normalize_obs(raw_obs))
         returns = np.where(counted, self._returns * vec_normalize.gamma + raw_rewards, self._returns)
         if counted.any():
             vec_normalize.ret_rms.update(returns[counted])

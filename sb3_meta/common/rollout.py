@@ -284,7 +284,7 @@ def collect_task_batch(
                 env_actions = np.clip(actions_np, action_space.low, action_space.high)
             counted.before_step()
             new_obs, rewards, dones, infos = venv.step(env_actions)
-            new_obs, rewards = counted.after_step(active, new_obs, rewards, dones)
+            new_obs, rewards = counted.after_step(active, new_obs, rewards, dones)  # type: ignore[arg-type]  # Box obs
             obs_buf.append(obs_t)
             act_buf.append(actions)
             rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
