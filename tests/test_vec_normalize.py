@@ -269,4 +269,19 @@ def test_the_statistics_count_the_steps_training_keeps_not_padding(vec_env_cls):
     resets = N_ENVS * model.sampling_passes
     assert model.normalization.obs_rms.count == pytest.approx(1e-4 + resets + sum(lengths), abs=1e-6)
     assert model.normalization.ret_rms.count == pytest.approx(1e-4 + sum(lengths), abs=1e-6)
-    assert venv.training  # set back after each pass
+    assert venv.training
+
+
+def test_callbacks_save_a_vec_normalize_in_training_mode_that_resumes_bit_for_bit(tmp_path):
+    """SB3's habit: CheckpointCallback(save_vecnormalize=True), then VecNormalize.load for the resumed run."""
+    uninterrupted = iterate(make("FOMAML"), 3)
+    model = iterate(make("FOMAML"), 1)
+    callback = CheckpointCallback(7, str(tmp_path), name_prefix="ck", save_vecnormalize=True)
+    model.learn(1, reset_num_timesteps=False, callback=callback)  # the last save is mid-iteration
+    last = max(glob.glob(os.path.join(tmp_path, "ck_*_steps.zip")), key=os.path.getmtime)
+    stats = max(glob.glob(os.path.join(tmp_path, "ck_vecnormalize_*.pkl")), key=os.path.getmtime)
+    env = VecNormalize.load(stats, make_task_vec_env(point_mass(seed=3), N_ENVS, seed=3))
+    assert env.training  # it would freeze the statistics of the resumed run otherwise
+    resumed = iterate(FOMAML.load(last, env=env), 2)
+    assert params_equal(resumed.meta_parameters(), uninterrupted.meta_parameters())
+    assert same_statistics(resumed.normalization, uninterrupted.normalization)

@@ -165,11 +165,12 @@ class CountedStepsNormalization:
 
     SB3's ``VecNormalize`` updates its statistics with every sub-env at every step. In a pass, the sub-envs whose
     episode has ended are padding (left idle by the batched VecEnvs, auto-reset and run by SB3's), which training
-    discards; counted, they would weigh end states (Ant lying down) or unused episodes in the statistics. So for the
-    pass the ``VecNormalize`` is set to ``training=False``, and :meth:`after_step` makes SB3's update (statistics
-    first, then normalisation with them) on the sub-envs whose step counts. The reset that starts the pass is
-    SB3's own (every sub-env starts an episode). Without a training ``VecNormalize``, or with a wrapper above it
-    that changes observations, nothing changes.
+    discards; counted, they would weigh end states (Ant lying down) or unused episodes in the statistics. So
+    :meth:`before_step` keeps the statistics, and :meth:`after_step` puts them back and makes SB3's update
+    (statistics first, then normalisation with them) on the sub-envs whose step counts. The ``VecNormalize`` stays
+    in training mode throughout, as callbacks (``CheckpointCallback(save_vecnormalize=True)``) see and save it.
+    The reset that starts the pass is SB3's own (every sub-env starts an episode). Without a training
+    ``VecNormalize``, or with a wrapper above it that changes observations, nothing changes.
 
     :param venv: the VecEnv a pass samples
     """
@@ -178,20 +179,14 @@ class CountedStepsNormalization:
         vec_normalize = find_vec_normalize(venv)
         keeps_observations = vec_normalize is not None and venv.observation_space == vec_normalize.observation_space
         self.vec_normalize = vec_normalize if keeps_observations and vec_normalize.training else None  # type: ignore[union-attr]
-        self._returns: np.ndarray | None = None
-
-    def __enter__(self) -> CountedStepsNormalization:
-        if self.vec_normalize is not None:
-            self.vec_normalize.training = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.vec_normalize is not None:
-            self.vec_normalize.training = True
+        self._before: tuple[RunningMeanStd | None, RunningMeanStd, np.ndarray] | None = None
 
     def before_step(self) -> None:
-        if self.vec_normalize is not None:
-            self._returns = self.vec_normalize.returns.copy()  # the step zeroes those of the episodes it ends
+        vec_normalize = self.vec_normalize
+        if vec_normalize is not None:
+            obs_rms = cast(RunningMeanStd, vec_normalize.obs_rms).copy() if vec_normalize.norm_obs else None
+            # the returns too: the step zeroes those of the episodes it ends
+            self._before = obs_rms, vec_normalize.ret_rms.copy(), vec_normalize.returns.copy()
 
     def after_step(self, counted: np.ndarray, obs: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> tuple[Any, Any]:
         """The step's observations and rewards, normalised with statistics updated by the ``counted`` sub-envs.
@@ -201,14 +196,17 @@ class CountedStepsNormalization:
         vec_normalize = self.vec_normalize
         if vec_normalize is None:
             return obs, rewards
-        assert self._returns is not None
+        assert self._before is not None
+        obs_rms, ret_rms, returns_before = self._before
+        vec_normalize.ret_rms = ret_rms  # the statistics as before the step: the update below replaces SB3's
         raw_obs, raw_rewards = np.asarray(vec_normalize.get_original_obs()), vec_normalize.get_original_reward()
-        if vec_normalize.norm_obs:
+        if obs_rms is not None:
+            vec_normalize.obs_rms = obs_rms  # type: ignore[assignment]  # (Box observations)
             if counted.any():
-                cast(RunningMeanStd, vec_normalize.obs_rms).update(raw_obs[counted])
+                obs_rms.update(raw_obs[counted])
             obs = np.asarray(vec_normalize.normalize_obs(raw_obs))
-        returns = np.where(counted, self._returns * vec_normalize.gamma + raw_rewards, self._returns)
+        returns = np.where(counted, returns_before * vec_normalize.gamma + raw_rewards, returns_before)
         if counted.any():
-            vec_normalize.ret_rms.update(returns[counted])
+            ret_rms.update(returns[counted])
         vec_normalize.returns = np.where(dones, 0.0, returns)
         return obs, vec_normalize.normalize_reward(raw_rewards)

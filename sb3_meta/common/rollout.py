@@ -265,58 +265,58 @@ def collect_task_batch(
     if per_task_params:
         dist_fn = th.func.vmap(policy.functional_dist_params, in_dims=(0, 0))
     # a training VecNormalize learns its statistics from the steps the batch keeps, not from padding sub-envs
-    with CountedStepsNormalization(venv) as counted:
-        for step in range(max_steps):
-            with th.no_grad():
-                obs_t = th.as_tensor(obs, device=device)
-                if per_task_params:
-                    dist = dist_fn(params, obs_t.reshape(k, e, *obs_t.shape[1:]))
-                    dist = type(dist)(dist.loc.reshape(n_envs, *dist.loc.shape[2:]), dist.log_std)
-                    if dist.log_std is not None:  # per-task log-std → one row per sub-env
-                        dist = type(dist)(dist.loc, dist.log_std.repeat_interleave(e, dim=0))
-                else:
-                    dist = policy.functional_dist_params(params, obs_t)
-                actions = policy.sample(dist)
-            actions_np = actions.cpu().numpy()
-            env_actions = actions_np
-            if isinstance(action_space, spaces.Box):
-                # As SB3's on-policy algorithms: the env gets clipped actions, the log-prob uses the raw sample.
-                env_actions = np.clip(actions_np, action_space.low, action_space.high)
-            counted.before_step()
-            new_obs, rewards, dones, infos = venv.step(env_actions)
-            new_obs, rewards = counted.after_step(active, new_obs, rewards, dones)  # type: ignore[arg-type]  # Box obs
-            obs_buf.append(obs_t)
-            act_buf.append(actions)
-            rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
-            if original_buf is not None:
-                original_buf.append(th.as_tensor(vec_normalize.get_original_reward(), dtype=th.float32, device=device))  # type: ignore[union-attr]
-            mask_buf.append(th.as_tensor(active, dtype=th.float32, device=device))
-            was_active, active = active, active & ~dones
-            if set_idle_envs is not None and (was_active & dones).any():
-                set_idle_envs(~active)  # their later steps would be padding, discarded below
-            # One vectorised test per array on the common path; the slow path says which sub-env and step, or masks
-            # non-finite padding so that the policy is not fed NaN for steps that are discarded anyway.
-            next_obs = np.asarray(new_obs)
-            if not (np.isfinite(next_obs).all() and np.isfinite(rewards).all()):
-                next_obs = _check_finite(venv, tasks, e, next_obs, np.asarray(rewards), active, was_active, step + 1)
-            if on_step is not None:
-                step_obs = np.asarray(new_obs)
-                if not was_active.all():
-                    # A sub-env past its episode is padding: SB3's VecEnvs reset and step it anyway, and the episodes it
-                    # ends there are discarded. Callbacks see it as idle (as the batched VecEnvs leave it): no done, no
-                    # reward, no info, so that they count the episodes training uses, whatever the VecEnv.
-                    idle = ~was_active
-                    dones = np.where(idle, False, dones)
-                    rewards = np.where(idle, np.zeros_like(rewards), rewards)
-                    infos = [{} if idle[i] else info for i, info in enumerate(infos)]
-                if step == max_steps - 1 and active.any():  # the horizon cuts these episodes: tell the callbacks
-                    reported = rew_buf if original_buf is None else original_buf
-                    dones, infos = _report_horizon_cut(venv, active, step_obs, dones, infos, reported, mask_buf)
-                if on_step(step_obs, rewards, dones, infos) is False:
-                    return None
-            obs = next_obs
-            if not active.any():
-                break
+    counted = CountedStepsNormalization(venv)
+    for step in range(max_steps):
+        with th.no_grad():
+            obs_t = th.as_tensor(obs, device=device)
+            if per_task_params:
+                dist = dist_fn(params, obs_t.reshape(k, e, *obs_t.shape[1:]))
+                dist = type(dist)(dist.loc.reshape(n_envs, *dist.loc.shape[2:]), dist.log_std)
+                if dist.log_std is not None:  # per-task log-std → one row per sub-env
+                    dist = type(dist)(dist.loc, dist.log_std.repeat_interleave(e, dim=0))
+            else:
+                dist = policy.functional_dist_params(params, obs_t)
+            actions = policy.sample(dist)
+        actions_np = actions.cpu().numpy()
+        env_actions = actions_np
+        if isinstance(action_space, spaces.Box):
+            # As SB3's on-policy algorithms: the env gets clipped actions, the log-prob uses the raw sample.
+            env_actions = np.clip(actions_np, action_space.low, action_space.high)
+        counted.before_step()
+        new_obs, rewards, dones, infos = venv.step(env_actions)
+        new_obs, rewards = counted.after_step(active, new_obs, rewards, dones)  # type: ignore[arg-type]  # Box obs
+        obs_buf.append(obs_t)
+        act_buf.append(actions)
+        rew_buf.append(th.as_tensor(rewards, dtype=th.float32, device=device))
+        if original_buf is not None:
+            original_buf.append(th.as_tensor(vec_normalize.get_original_reward(), dtype=th.float32, device=device))  # type: ignore[union-attr]
+        mask_buf.append(th.as_tensor(active, dtype=th.float32, device=device))
+        was_active, active = active, active & ~dones
+        if set_idle_envs is not None and (was_active & dones).any():
+            set_idle_envs(~active)  # their later steps would be padding, discarded below
+        # One vectorised test per array on the common path; the slow path says which sub-env and step, or masks
+        # non-finite padding so that the policy is not fed NaN for steps that are discarded anyway.
+        next_obs = np.asarray(new_obs)
+        if not (np.isfinite(next_obs).all() and np.isfinite(rewards).all()):
+            next_obs = _check_finite(venv, tasks, e, next_obs, np.asarray(rewards), active, was_active, step + 1)
+        if on_step is not None:
+            step_obs = np.asarray(new_obs)
+            if not was_active.all():
+                # A sub-env past its episode is padding: SB3's VecEnvs reset and step it anyway, and the episodes it
+                # ends there are discarded. Callbacks see it as idle (as the batched VecEnvs leave it): no done, no
+                # reward, no info, so that they count the episodes training uses, whatever the VecEnv.
+                idle = ~was_active
+                dones = np.where(idle, False, dones)
+                rewards = np.where(idle, np.zeros_like(rewards), rewards)
+                infos = [{} if idle[i] else info for i, info in enumerate(infos)]
+            if step == max_steps - 1 and active.any():  # the horizon cuts these episodes: tell the callbacks
+                reported = rew_buf if original_buf is None else original_buf
+                dones, infos = _report_horizon_cut(venv, active, step_obs, dones, infos, reported, mask_buf)
+            if on_step(step_obs, rewards, dones, infos) is False:
+                return None
+        obs = next_obs
+        if not active.any():
+            break
 
     def stack(buf: list[th.Tensor]) -> th.Tensor:
         x = th.stack(buf, dim=0)  # (T, K*E, ...)
