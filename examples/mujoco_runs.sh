@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The MuJoCo runs of the results docs at the MAML paper's budgets, in priority order, as two streams that run side
-# by side (one per core of the 2-core development machine): A the TRPO baselines and Ant, B the meta-learners on
-# HalfCheetah, then Ant's MAML and HalfCheetahVel's baselines (B's runs are shorter). Each command skips the runs already finished (their CSV under results/runs/) and resumes a run in
+# by side (one per core of the 2-core development machine): A the TRPO baselines and Ant (then HalfCheetahVel's
+# pretrained), B the meta-learners on HalfCheetah, then Ant's MAML and HalfCheetahVel's oracle (B's runs are shorter). Each command skips the runs already finished (their CSV under results/runs/) and resumes a run in
 # progress from its checkpoint (results/checkpoints/, written every 3 minutes; bit for bit for the meta-learners),
 # so this script can be stopped at any time and started again in the next sitting:
 #
@@ -24,6 +24,7 @@ stream_a() {
   $R --envs halfcheetahdir --methods oracle --seeds 0
   $A --methods random --seeds 0  # no training: evaluation only (minutes)
   $A --methods pretrained --seeds 0  # ~27 h here: sb3-contrib TRPO at 120M env steps
+  $R --envs halfcheetahvel --methods pretrained --seeds 0  # before Ant's oracle: "far above pretrained" on HCVel
   $A --methods oracle --seeds 0
 }
 
@@ -36,7 +37,7 @@ stream_b() {
   $R --envs halfcheetahvel --methods maml --seeds 0
   $R --envs halfcheetahvel --methods fomaml maml --seeds 1
   $A --methods maml --seeds 0  # Ant's "as well as MAML" (after the HalfCheetahVel seeds: ~1.5x FOMAML's 8 h)
-  $R --envs halfcheetahvel --methods pretrained oracle --seeds 0
+  $R --envs halfcheetahvel --methods oracle --seeds 0
 }
 
 case "$STREAM" in
