@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 
 import numpy as np
 import pytest
 import torch as th
 from conftest import FAST_TRPO, params_equal, point_mass, small_kwargs
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from sb3_meta import FOMAML, MAML, Reptile
+from sb3_meta.common.base_class import VecEnvLostError
 from sb3_meta.common.rng import get_rng_state
 
 ALGOS = {"FOMAML": (FOMAML, FAST_TRPO), "MAML": (MAML, FAST_TRPO), "Reptile": (Reptile, {})}
@@ -105,3 +109,47 @@ def test_ctrl_c_inside_the_functional_actor_leaves_a_usable_model(tmp_path):
     model.predict(np.zeros(2, dtype=np.float32), deterministic=True)  # (a sampled one would draw from its stream)
     iterate(model, 1)
     assert params_equal(model.meta_parameters(), uninterrupted.meta_parameters())
+
+
+def subproc_model(seed=0):
+    venv = make_vec_env(lambda: point_mass(), n_envs=4, seed=seed, vec_env_cls=SubprocVecEnv)
+    return FOMAML("MlpPolicy", venv, **small_kwargs(seed=5), **FAST_TRPO)
+
+
+class KillAWorker(BaseCallback):
+    """SIGKILLs SubprocVecEnv worker 1 after the ``at``-th env step: the next step fails in SB3's pipe."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def _on_step(self) -> bool:
+        if self.n_calls == self.at:
+            inner = self.model.env
+            while not hasattr(inner, "processes"):
+                inner = inner.venv
+            os.kill(inner.processes[1].pid, signal.SIGKILL)
+            inner.processes[1].join()
+        return True
+
+
+def test_a_subproc_worker_killed_mid_iteration_gives_a_clear_error_and_a_checkpoint_that_resumes(tmp_path):
+    uninterrupted = iterate(subproc_model(), 2)
+    uninterrupted.env.close()
+    model = iterate(subproc_model(), 1)
+    before = state_of(model)
+    with pytest.raises(VecEnvLostError, match=r"could not be put back.*save the model"):
+        model.learn(1, reset_num_timesteps=False, callback=KillAWorker(5))
+    assert model.num_timesteps == before[0]
+    assert all(th.equal(before[1][k], v) for k, v in model.policy.state_dict().items())
+    model.save(tmp_path / "after_the_worker_died.zip")  # the iteration's start, the VecEnv's RNG states included
+    new_venv = make_vec_env(lambda: point_mass(), n_envs=4, vec_env_cls=SubprocVecEnv)  # unseeded: the checkpoint's
+    resumed = iterate(FOMAML.load(tmp_path / "after_the_worker_died.zip", env=new_venv), 1)
+    assert params_equal(resumed.meta_parameters(), uninterrupted.meta_parameters())
+    resumed.env.close()
+    inner = model.env
+    while not hasattr(inner, "processes"):
+        inner = inner.venv
+    for process in inner.processes:  # the broken VecEnv's other workers (SB3's close would wait on the dead one)
+        process.terminate()
+        process.join()

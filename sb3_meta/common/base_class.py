@@ -65,9 +65,14 @@ from sb3_meta.envs.vec_env import (
 )
 from sb3_meta.envs.wrappers import OracleObservation, OracleVecEnv, check_not_mixture
 
-__all__ = ["MetaAlgorithm", "atomic_write"]
+__all__ = ["MetaAlgorithm", "VecEnvLostError", "atomic_write"]
 
 SelfMetaAlgorithm = TypeVar("SelfMetaAlgorithm", bound="MetaAlgorithm")
+
+
+class VecEnvLostError(RuntimeError):
+    """A meta-iteration failed and its VecEnv is broken (e.g. a SubprocVecEnv worker died): the model was put back as
+    the iteration found it, except for the VecEnv; save it and resume on a new VecEnv."""
 
 
 @dataclasses.dataclass
@@ -532,19 +537,29 @@ class MetaAlgorithm(BaseAlgorithm):
         self._iteration_start = start
         try:
             completed = self._run_meta_iteration(callback)
-        except BaseException:
-            self._restore_iteration_start(start)
+        except BaseException as error:
+            try:
+                self._restore_iteration_start(start)
+            except Exception as env_error:  # the VecEnv cannot take its RNG states back: it is broken
+                raise VecEnvLostError(
+                    f"The meta-iteration failed ({type(error).__name__}: {error}) and its VecEnv could not be put back "
+                    f"({type(env_error).__name__}: {env_error}), e.g. a SubprocVecEnv worker died. The parameters, "
+                    "num_timesteps and the model's own RNG states are as the iteration found them, and save() records "
+                    "the iteration's start: save the model, then resume on a new VecEnv with load(path, env=...)."
+                ) from error
             raise
         if completed:
             self._iteration_start = None
         return completed  # a stopped iteration keeps its start for the checkpoints written after it
 
     def _restore_iteration_start(self, start: IterationStart) -> None:
+        """Put the model back as ``start`` recorded it; the VecEnv's RNG states last (a broken VecEnv raises there,
+        and the start stays recorded for ``save``)."""
         self.policy.restore_parameters(start.parameters)
         self.num_timesteps, self._n_nonfinite = start.num_timesteps, start.n_nonfinite
-        set_rng_state(start.rng_state, self.task_env, self.env, self._torch_stream)
         if start.normalization is not None and self._vec_normalize_env is not None:
             start.normalization.apply_to(self._vec_normalize_env)
+        set_rng_state(start.rng_state, self.task_env, self.env, self._torch_stream)  # torch and tasks, then the VecEnv
         self._iteration_start = None
 
     def _run_meta_iteration(self, callback: BaseCallback) -> bool:
