@@ -20,8 +20,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from sb3_meta import FOMAML, MAML, Reptile
-from sb3_meta.common.base_class import VecEnvLostError
 from sb3_meta.common.rng import get_rng_state
+from sb3_meta.envs import VecEnvLostError
 
 ALGOS = {"FOMAML": (FOMAML, FAST_TRPO), "MAML": (MAML, FAST_TRPO), "Reptile": (Reptile, {})}
 

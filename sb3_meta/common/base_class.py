@@ -58,6 +58,7 @@ from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec
 from sb3_meta.envs.core import Task
 from sb3_meta.envs.vec_env import (
     TaskVecEnvWrapper,
+    VecEnvLostError,
     get_task_env,
     is_task_vec_env,
     sub_envs_are_task_distributions,
@@ -65,14 +66,9 @@ from sb3_meta.envs.vec_env import (
 )
 from sb3_meta.envs.wrappers import OracleObservation, OracleVecEnv, check_not_mixture
 
-__all__ = ["MetaAlgorithm", "VecEnvLostError", "atomic_write"]
+__all__ = ["MetaAlgorithm", "atomic_write"]
 
 SelfMetaAlgorithm = TypeVar("SelfMetaAlgorithm", bound="MetaAlgorithm")
-
-
-class VecEnvLostError(RuntimeError):
-    """A meta-iteration failed and its VecEnv is broken (e.g. a SubprocVecEnv worker died): the model was put back as
-    the iteration found it, except for the VecEnv; save it and resume on a new VecEnv."""
 
 
 @dataclasses.dataclass
@@ -541,6 +537,8 @@ class MetaAlgorithm(BaseAlgorithm):
             try:
                 self._restore_iteration_start(start)
             except Exception as env_error:  # the VecEnv cannot take its RNG states back: it is broken
+                if isinstance(error, VecEnvLostError):
+                    raise error from None  # it says so already (e.g. a Ray shard that no new actor could take over)
                 raise VecEnvLostError(
                     f"The meta-iteration failed ({type(error).__name__}: {error}) and its VecEnv could not be put back "
                     f"({type(env_error).__name__}: {env_error}), e.g. a SubprocVecEnv worker died. The parameters, "

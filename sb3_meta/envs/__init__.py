@@ -12,6 +12,7 @@ from sb3_meta.envs.vec_env import (
     BatchedTaskVecEnv,
     TaskDummyVecEnv,
     TaskSubprocVecEnv,
+    VecEnvLostError,
     get_task_env,
     is_task_vec_env,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "TaskEnv",
     "TaskMixture",
     "TaskSubprocVecEnv",
+    "VecEnvLostError",
     "check_not_mixture",
     "check_task",
     "get_task_env",

@@ -38,6 +38,7 @@ from sb3_meta.envs.core import Task, TaskEnv, as_task_list
 from sb3_meta.envs.vec_env import (
     BatchedTaskVecEnv,
     PackedInfos,
+    VecEnvLostError,
     check_actions,
     check_idle_mask,
     checked_indices,
@@ -64,7 +65,7 @@ _RESERVED_ACTOR_OPTIONS = (
 )
 
 
-class ShardLostError(RuntimeError):
+class ShardLostError(VecEnvLostError):
     """A shard's Ray actor died and no new actor could take over its sub-envs (nothing else was changed)."""
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "TaskDummyVecEnv",
     "TaskSubprocVecEnv",
     "TaskVecEnvWrapper",
+    "VecEnvLostError",
     "check_action",
     "check_actions",
     "check_idle_mask",
@@ -40,6 +41,11 @@ __all__ = [
     "sub_env_copy",
     "task_env_method",
 ]
+
+
+class VecEnvLostError(RuntimeError):
+    """A VecEnv lost sub-envs it cannot rebuild (a ``SubprocVecEnv`` worker killed, a Ray shard without a new
+    actor): make a new VecEnv and resume from the last checkpoint."""
 
 
 def check_idle_mask(idle: Any, n_envs: int) -> np.ndarray:
