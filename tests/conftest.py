@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
 from sb3_meta import FOMAML
@@ -134,3 +135,18 @@ def assert_same_global_rngs(before: tuple) -> None:
     after = global_rng_states()
     assert th.equal(before[0], after[0])
     assert np.array_equal(before[1], after[1])
+
+
+class FailAt(BaseCallback):
+    """Raises ``error`` at the ``at``-th env step, after doing ``before_raising`` (e.g. breaking the policy)."""
+
+    def __init__(self, at: int, error: BaseException, before_raising=None) -> None:
+        super().__init__()
+        self.at, self.error, self.before_raising = at, error, before_raising
+
+    def _on_step(self) -> bool:
+        if self.n_calls == self.at:
+            if self.before_raising is not None:
+                self.before_raising(self.model)
+            raise self.error
+        return True

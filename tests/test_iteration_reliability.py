@@ -14,7 +14,7 @@ import signal
 import numpy as np
 import pytest
 import torch as th
-from conftest import FAST_TRPO, params_equal, point_mass, small_kwargs
+from conftest import FAST_TRPO, FailAt, params_equal, point_mass, small_kwargs
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv
@@ -50,21 +50,6 @@ def test_a_checkpoint_written_mid_iteration_resumes_as_an_uninterrupted_run(tmp_
     assert params_equal(resumed.meta_parameters(), uninterrupted.meta_parameters())
     assert resumed.num_timesteps == uninterrupted.num_timesteps
     assert model.num_timesteps == 2 * uninterrupted.num_timesteps // 3  # the live model counts as SB3 does
-
-
-class FailAt(BaseCallback):
-    """Raises ``error`` at the ``at``-th env step, after doing ``before_raising`` (e.g. breaking the policy)."""
-
-    def __init__(self, at: int, error: BaseException, before_raising=None) -> None:
-        super().__init__()
-        self.at, self.error, self.before_raising = at, error, before_raising
-
-    def _on_step(self) -> bool:
-        if self.n_calls == self.at:
-            if self.before_raising is not None:
-                self.before_raising(self.model)
-            raise self.error
-        return True
 
 
 def state_of(model):

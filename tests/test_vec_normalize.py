@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 import torch as th
-from conftest import FAST_TRPO, HORIZON, params_equal, point_mass, small_kwargs
+from conftest import FAST_TRPO, HORIZON, FailAt, params_equal, point_mass, small_kwargs
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -135,23 +135,12 @@ def test_a_checkpoint_written_mid_iteration_holds_the_statistics_of_the_iteratio
     assert same_statistics(resumed.normalization, uninterrupted.normalization)
 
 
-class FailAt(BaseCallback):
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at = at
-
-    def _on_step(self) -> bool:
-        if self.n_calls == self.at:
-            raise RuntimeError("env lost")
-        return True
-
-
 def test_an_exception_mid_iteration_puts_the_statistics_back():
     uninterrupted = iterate(make("FOMAML"), 2)
     model = iterate(make("FOMAML"), 1)
     before = model.normalization
     with pytest.raises(RuntimeError, match="env lost"):
-        model.learn(1, reset_num_timesteps=False, callback=FailAt(13))
+        model.learn(1, reset_num_timesteps=False, callback=FailAt(13, RuntimeError("env lost")))
     assert same_statistics(model.normalization, before)
     iterate(model, 1)
     assert params_equal(model.meta_parameters(), uninterrupted.meta_parameters())

@@ -1150,10 +1150,4 @@ def _check_normalization_fits(normalization: NormalizationState, vec_normalize: 
             f"The model was trained with VecNormalize, but the env given to {where} has none: wrap the task VecEnv, "
             "e.g. VecNormalize(make_task_vec_env(...)) (the model's statistics are put into it)"
         )
-    if normalization.obs_rms is not None and tuple(normalization.obs_rms.mean.shape) != tuple(
-        vec_normalize.observation_space.shape
-    ):
-        raise ValueError(
-            f"The model's observation statistics have shape {normalization.obs_rms.mean.shape}, but the env given to "
-            f"{where} has observations of shape {vec_normalize.observation_space.shape}"
-        )
+    normalization.check_fits(vec_normalize, f"the env given to {where}")

@@ -74,16 +74,21 @@ class NormalizationState:
         obs_rms = cast(RunningMeanStd, copy.deepcopy(vec_normalize.obs_rms)) if vec_normalize.norm_obs else None
         return cls(**settings, obs_rms=obs_rms, ret_rms=copy.deepcopy(vec_normalize.ret_rms))
 
+    def check_fits(self, vec_normalize: VecNormalize, where: str = "the VecNormalize") -> None:
+        """Raise ``ValueError`` when the observation statistics do not fit ``vec_normalize``'s observations."""
+        shape = tuple(vec_normalize.observation_space.shape or ())
+        if self.obs_rms is not None and tuple(self.obs_rms.mean.shape) != shape:
+            raise ValueError(
+                f"The model's observation statistics have shape {self.obs_rms.mean.shape}, but {where} has "
+                f"observations of shape {shape}"
+            )
+
     def apply_to(self, vec_normalize: VecNormalize) -> None:
         """Put these statistics and settings into ``vec_normalize`` (copies; its ``training`` flag is kept).
 
         :raises ValueError: when the observation statistics do not fit its observation space
         """
-        if self.obs_rms is not None and tuple(self.obs_rms.mean.shape) != tuple(vec_normalize.observation_space.shape or ()):
-            raise ValueError(
-                f"The saved observation statistics have shape {self.obs_rms.mean.shape}, but the VecNormalize's "
-                f"observations have shape {vec_normalize.observation_space.shape}"
-            )
+        self.check_fits(vec_normalize)
         for name in _SETTINGS:
             setattr(vec_normalize, name, getattr(self, name))
         if self.obs_rms is not None:
