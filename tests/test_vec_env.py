@@ -502,3 +502,34 @@ def test_negative_indices_count_from_the_end_as_in_sb3(kind):
     assert venv.get_tasks() == [tasks[0], tasks[1], tasks[0]]
     with pytest.raises(ValueError, match=r"indices \[-4\] out of range"):
         venv.get_tasks(indices=[-4])
+
+
+def test_a_models_sb3_vec_env_chain_gains_the_task_api_in_place_and_only_once_accepted():
+    """``make_vec_env`` VecEnvs keep their objects: the DummyVecEnv at the bottom of the chain becomes a
+    TaskDummyVecEnv (no layer is added); a refused env is left as it was; another VecEnv class gets a wrapper."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from sb3_meta import FOMAML
+    from sb3_meta.envs.vec_env import TaskVecEnvWrapper
+
+    venv = VecFrameStack(make_vec_env("sb3_meta/PointMass-v0", n_envs=4, seed=0), n_stack=2)
+    base = venv.venv
+    with pytest.raises(ValueError, match="meta_batch_size x fast_batch_size = 6"):
+        FOMAML("MlpPolicy", venv, meta_batch_size=3, fast_batch_size=2)
+    assert type(base) is DummyVecEnv  # nothing half-applied
+
+    model = FOMAML("MlpPolicy", venv, meta_batch_size=2, fast_batch_size=2, seed=0)
+    assert model.get_env().venv is venv and venv.venv is base and type(base) is TaskDummyVecEnv
+    tasks = tasks_of(2)
+    venv.set_tasks([tasks[0], tasks[0], tasks[1], tasks[1]])  # through SB3's attribute forwarding
+    assert base.get_tasks() == [tasks[0], tasks[0], tasks[1], tasks[1]] == base.get_attr("task")
+    obs = venv.reset()
+    assert obs.shape == (4, 4)  # still the user's frame stack of 2 x 2-d observations
+
+    class MyVecEnv(DummyVecEnv):
+        """A VecEnv class of the user's own: the model wraps it instead of changing its class."""
+
+    own = MyVecEnv([lambda: PointMassTasks(seed=1)] * 4)
+    model = FOMAML("MlpPolicy", own, meta_batch_size=2, fast_batch_size=2, seed=0)
+    assert type(own) is MyVecEnv and isinstance(model.get_env().venv, TaskVecEnvWrapper)

@@ -18,7 +18,7 @@ from conftest import FAST_TRPO, HORIZON, FailAt, params_equal, point_mass, small
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor, VecNormalize
 
 from sb3_meta import FOMAML, MAML, Reptile, evaluate_adaptation
 from sb3_meta.common.normalization import NormalizationState
@@ -224,14 +224,28 @@ def test_vec_normalize_around_an_sb3_vec_env_of_task_distributions():
     assert same_statistics(model.normalization, before) and same_statistics(adapted.normalization, before)
 
 
-def test_sb3_eval_callback_synchronises_its_vec_normalize_with_the_model():
-    """SB3's habit: an eval env wrapped as the training env; EvalCallback copies the statistics into it."""
-    model = make("FOMAML")
-    eval_env = VecNormalize(make_task_vec_env(point_mass(seed=9), 2, seed=9), training=False, norm_reward=False)
+@pytest.mark.parametrize("chain", ["make_task_vec_env", "make_vec_env", "make_vec_env-subproc"])
+def test_sb3_eval_callback_synchronises_its_vec_normalize_with_the_model(chain):
+    """SB3's habit: an eval env wrapped as the training env; EvalCallback copies the statistics into it. Its
+    sync_envs_normalization walks both chains in step, so the model must not add a layer to an SB3 chain either."""
+    if chain == "make_task_vec_env":
+        model = make("FOMAML")
+        eval_env = VecNormalize(make_task_vec_env(point_mass(seed=9), 2, seed=9), training=False, norm_reward=False)
+    else:
+        # A SubprocVecEnv worker under pytest has not imported sb3_meta (no registered ids): it gets a factory
+        env_id = (lambda: point_mass()) if chain.endswith("subproc") else "sb3_meta/PointMass-v0"
+        vec_env_cls = SubprocVecEnv if chain.endswith("subproc") else DummyVecEnv
+        venv = VecNormalize(make_vec_env(env_id, n_envs=N_ENVS, seed=0, vec_env_cls=vec_env_cls))
+        model = FOMAML("MlpPolicy", venv, **small_kwargs(seed=5, max_episode_steps=HORIZON), **FAST_TRPO)
+        assert model.get_env() is venv  # the user's chain, objects kept: their venv.save() has the statistics
+        eval_env = VecNormalize(make_vec_env("sb3_meta/PointMass-v0", n_envs=2, seed=9), training=False, norm_reward=False)
     callback = EvalCallback(eval_env, eval_freq=1, n_eval_episodes=2, warn=False)
     model.learn(1, callback=callback)
     assert callback.last_mean_reward < 0  # it evaluated (point-mass returns are negative distances)
+    assert model.get_vec_normalize_env().obs_rms.count > model.num_timesteps  # trained statistics, not a fresh one
     np.testing.assert_array_equal(eval_env.obs_rms.mean, model.get_vec_normalize_env().obs_rms.mean)
+    assert eval_env.obs_rms.count == model.get_vec_normalize_env().obs_rms.count
+    model.get_env().close()
 
 
 def test_reward_normalisation_alone(tmp_path):

@@ -57,12 +57,12 @@ from sb3_meta.common.utils import all_finite, atomic_write, check_int, check_pos
 from sb3_meta.envs.builders import AdaptationVecEnvs, env_horizon, make_task_vec_env, warn_if_adaptation_drops_vec_env_wrappers
 from sb3_meta.envs.core import Task
 from sb3_meta.envs.vec_env import (
-    TaskVecEnvWrapper,
     VecEnvLostError,
     get_task_env,
     is_task_vec_env,
     sub_envs_are_task_distributions,
     vec_env_distribution,
+    with_task_api,
 )
 from sb3_meta.envs.wrappers import OracleObservation, OracleVecEnv, check_not_mixture
 
@@ -257,14 +257,18 @@ class MetaAlgorithm(BaseAlgorithm):
                         "pass a task distribution, a VecEnv made by sb3_meta.envs.make_task_vec_env, or an SB3 VecEnv "
                         "of task distributions (e.g. make_vec_env('sb3_meta/PointMass-v0', n_envs=...))"
                     )
-                env = TaskVecEnvWrapper(env)  # e.g. make_vec_env(...) of a task distribution: tasks via env_method
-            warn_if_adaptation_drops_vec_env_wrappers(env)
             if n_envs is not None and env.num_envs != n_envs:
                 raise ValueError(
                     f"The VecEnv has {env.num_envs} sub-envs, but meta_batch_size x fast_batch_size = {n_envs}: "
                     "make it with make_task_vec_env(env, meta_batch_size * fast_batch_size) (or make_vec_env(..., "
                     f"n_envs={n_envs})), or set meta_batch_size and fast_batch_size so that their product is {env.num_envs}"
                 )
+            vec_normalize = find_vec_normalize(env)
+            if vec_normalize is not None:
+                NormalizationState.of(vec_normalize)  # refuses what it cannot save (dict observation statistics)
+            if not is_task_vec_env(env):
+                env = with_task_api(env)  # e.g. make_vec_env(...) of a task distribution: tasks via env_method
+            warn_if_adaptation_drops_vec_env_wrappers(env)
             # A batched VecEnv's distribution; for SB3's VecEnvs, a copy of sub-env 0 owned by the model (as for a
             # task-distribution env), so that the model's seed and checkpoints cover task sampling: sub-env 0's own
             # task RNG is only seeded at the first reset, after the first meta-batch of tasks has been drawn (and
@@ -273,9 +277,7 @@ class MetaAlgorithm(BaseAlgorithm):
             source: Any = vec_env_distribution(env)
             if source is not None and is_vecenv_wrapped(env, OracleVecEnv):
                 source = OracleObservation(source)  # the oracle form, as the VecEnv presents it
-            vec_normalize = find_vec_normalize(env)
             if vec_normalize is not None:
-                NormalizationState.of(vec_normalize)  # refuses what it cannot save (dict observation statistics)
                 # No VecMonitor added: above the VecNormalize it would count normalised rewards, and any wrapper
                 # added to the chain breaks SB3's sync_envs_normalization (EvalCallback walks the training and eval
                 # chains in step). As in SB3, a VecMonitor goes below it: VecNormalize(VecMonitor(task_venv)).

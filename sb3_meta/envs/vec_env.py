@@ -40,6 +40,7 @@ __all__ = [
     "is_task_vec_env",
     "sub_env_copy",
     "task_env_method",
+    "with_task_api",
 ]
 
 
@@ -198,8 +199,12 @@ def checked_indices(venv: VecEnv, indices: VecEnvIndices) -> list[int]:
     return [i % venv.num_envs for i in given]
 
 
-class _TaskVecEnvMixin:
-    """``set_tasks`` / ``get_tasks`` for SB3's own vector envs (the fallback for any task distribution)."""
+class _TaskVecEnvMixin(VecEnv):
+    """``set_tasks`` / ``get_tasks`` for SB3's own vector envs (the fallback for any task distribution).
+
+    A ``VecEnv`` subclass (never made on its own) so that ``TaskDummyVecEnv`` has ``DummyVecEnv``'s object layout:
+    :func:`with_task_api` turns a user's ``DummyVecEnv`` into one in place.
+    """
 
     num_envs: int
 
@@ -271,6 +276,25 @@ class TaskVecEnvWrapper(_TaskVecEnvMixin, VecEnvWrapper):
 
     def step_wait(self) -> VecEnvStepReturn:
         return self.venv.step_wait()
+
+
+def with_task_api(venv: VecEnv) -> VecEnv:
+    """``venv``, an SB3 VecEnv chain of task distributions (``make_vec_env(...)``, wrapped or not), with
+    ``set_tasks`` / ``get_tasks``.
+
+    The chain keeps its objects and its layout: the ``DummyVecEnv`` / ``SubprocVecEnv`` at its bottom becomes a
+    ``TaskDummyVecEnv`` / ``TaskSubprocVecEnv`` in place (the same object and state, one subclass down; the
+    wrappers above reach its task API through SB3's attribute forwarding). A layer added anywhere would break SB3's
+    ``sync_envs_normalization``, which ``EvalCallback`` runs over the training and the eval chain in step, and a
+    rebuilt chain would train another ``VecNormalize`` than the user's (whose ``save()`` they keep calling). Any
+    other VecEnv class gets a :class:`TaskVecEnvWrapper` on top.
+    """
+    base = venv.unwrapped
+    task_cls = {DummyVecEnv: TaskDummyVecEnv, SubprocVecEnv: TaskSubprocVecEnv}.get(type(base))
+    if task_cls is None:
+        return TaskVecEnvWrapper(venv)
+    base.__class__ = task_cls
+    return venv
 
 
 def sub_envs_are_task_distributions(venv: VecEnv) -> bool:
