@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/throughput.py                                   # HalfCheetahDir and AntVel, 40 x 20, FOMAML and MAML
     python benchmarks/throughput.py --envs halfcheetahdir --algos FOMAML --iterations 3
+    python benchmarks/throughput.py --envs antvel --sub-sampling-factors 1 10   # Fisher products on every 10th sample
 
 For each env and algorithm: seconds per meta-iteration split into sampling (VecEnv and policy), baseline and
 advantages, inner step and meta-step; env steps per second of the whole iteration (the valid transitions of all
@@ -11,6 +12,8 @@ its sampling passes divided by its wall-clock); and that rate over the physics l
 process just before: ``mujoco.batch`` stepping the same number of bare simulations (``frame_skip`` substeps per
 env step, random actions, episodes restarted as in the env) on every core. Medians and min-max ranges over the
 timed iterations (after ``--warmup`` untimed ones); the limit is the median of ``--limit-repeats`` segments.
+``--sub-sampling-factors`` adds rows with the meta-step's Fisher products on every k-th outer sample
+(``sub_sampling_factor``), each a model of its own from the same seed.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def physics_limit(env_name: str, n_envs: int, repeats: int, steps: int) -> list[
     return rates
 
 
-def run(env_name: str, algo: str, args: argparse.Namespace) -> dict[str, list[float]]:
+def run(env_name: str, algo: str, sub_sampling_factor: int, args: argparse.Namespace) -> dict[str, list[float]]:
     cls, target_kl = ENVS[env_name]
     model = MAML(
         "MlpPolicy",
@@ -60,6 +63,7 @@ def run(env_name: str, algo: str, args: argparse.Namespace) -> dict[str, list[fl
         fast_batch_size=args.fast_batch_size,
         first_order=algo == "FOMAML",
         target_kl=target_kl,
+        sub_sampling_factor=sub_sampling_factor,
         seed=0,
     )
     for _ in range(args.warmup):
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--limit-repeats", type=int, default=3)
+    parser.add_argument("--sub-sampling-factors", nargs="+", type=int, default=[1])
     args = parser.parse_args()
     n_envs = args.meta_batch_size * args.fast_batch_size
     print(
@@ -101,12 +106,14 @@ def main() -> None:
         limit = physics_limit(env_name, n_envs, args.limit_repeats, steps=200)
         print(f"{env_name}: physics limit {fmt(limit, 0)} env-steps/s ({time.perf_counter() - start:.0f} s)")
         for algo in args.algos:
-            times = run(env_name, algo, args)
-            ratio = [r / statistics.median(limit) for r in times["steps_per_s"]]
-            rows.append(
-                (env_name, algo, *(fmt(times[p]) for p in PARTS), fmt(times["steps_per_s"], 0), fmt(limit, 0), fmt(ratio))
-            )
-            print(f"  {algo}: {fmt(times['iteration_s'])} s/iteration, ratio to the limit {fmt(ratio)}")
+            for factor in args.sub_sampling_factors:
+                label = algo if factor == 1 else f"{algo}, sub_sampling_factor={factor}"
+                times = run(env_name, algo, factor, args)
+                ratio = [r / statistics.median(limit) for r in times["steps_per_s"]]
+                rows.append(
+                    (env_name, label, *(fmt(times[p]) for p in PARTS), fmt(times["steps_per_s"], 0), fmt(limit, 0), fmt(ratio))
+                )
+                print(f"  {label}: {fmt(times['iteration_s'])} s/iteration, ratio to the limit {fmt(ratio)}")
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -198,8 +198,18 @@ def make_config(args: argparse.Namespace, experiment: str) -> RunConfig:
         frame_skip=getattr(args, "frame_skip", None),
         hidden_size=args.hidden_size,
         device=args.device,
-        algo_kwargs=None if getattr(args, "inner_lr", None) is None else {"inner_lr": args.inner_lr},
+        algo_kwargs=algo_kwargs_of(args),
     )
+
+
+def algo_kwargs_of(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The meta-learners' settings given on the command line (None: the YAML's)."""
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "inner_lr", None) is not None:
+        kwargs["inner_lr"] = args.inner_lr
+    if getattr(args, "sub_sampling_factor", None) is not None:
+        kwargs["sub_sampling_factor"] = args.sub_sampling_factor
+    return kwargs or None
 
 
 def env_kwargs(env_name: str, cfg: RunConfig) -> dict[str, Any]:
@@ -267,6 +277,8 @@ def meta_model(method: str, env: Any, env_name: str, seed: int, cfg: RunConfig, 
         kwargs["target_kl"] = cfg.target_kl
     if cfg.hidden_size is not None:
         kwargs["policy_kwargs"] = dict(net_arch=dict(pi=[cfg.hidden_size] * 2, vf=[]))
+    if "sub_sampling_factor" in (cfg.algo_kwargs or {}) and not issubclass(ALGOS[method], MAML):
+        raise ValueError(f"--sub-sampling-factor applies to the TRPO meta-step of MAML and FOMAML, not to {method}")
     kwargs.update(cfg.algo_kwargs or {})
     return ALGOS[method]("MlpPolicy", env, seed=seed, device=cfg.device, **kwargs)
 
@@ -1393,6 +1405,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--baseline-n-envs", type=int, default=None, help="baselines' sub-envs (episodes/update)")
     common.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S, help="seconds between checkpoints")
     common.add_argument("--target-kl", type=float, default=None, help="trust region of the TRPO steps (overrides the budget)")
+    common.add_argument(
+        "--sub-sampling-factor",
+        type=int,
+        default=None,
+        help="MAML/FOMAML: the meta-step's Fisher products on every k-th outer sample (default 1; use another --out)",
+    )
     common.add_argument(
         "--inner-lr",
         type=float,

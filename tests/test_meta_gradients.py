@@ -243,6 +243,34 @@ def test_kl_hvp_exact_matches_double_backward_and_finite_differences(setup, n_in
             assert float((hv_fd - hv).norm()) < 1e-3 * float(hv.norm())
 
 
+@pytest.mark.parametrize(("sub_sampling_factor", "first_order"), [(3, False), (3, True), (2, False)])
+def test_subsampled_kl_hvp_is_the_kl_hessian_of_every_kth_sample(setup, sub_sampling_factor, first_order):
+    """``sub_sampling_factor`` k: H v is the KL Hessian (through the inner update) of the outer batch's every k-th
+    sample of each task, while the meta-gradient and π_old stay those of the whole batch."""
+    problem = build_problem(setup, first_order=first_order)
+    objective = problem.objective
+    full = objective.outer_problem(problem.path, problem.inner, problem.adapted, problem.outer)
+    sub = objective.outer_problem(problem.path, problem.inner, problem.adapted, problem.outer, sub_sampling_factor)
+    every_kth = {key: value[:, ::sub_sampling_factor] for key, value in problem.outer.items()}
+    assert 0 < float(every_kth["mask"].sum()) < float(problem.outer["mask"].sum())
+    _, old_dist_kth = objective.old_policy(problem.adapted, every_kth)
+    reference = kl_hvp_double_backward(objective, problem.theta, problem.inner, every_kth, old_dist_kth)
+    obs = problem.outer["obs"]
+    one_state = bool((obs == obs[:1, :1]).all())
+    for seed in range(2):
+        v = random_direction(problem, seed)
+        hv = flatten(sub.kl_hvp(v))
+        th.testing.assert_close(hv, flatten(reference(v)), rtol=1e-9, atol=1e-12)
+        if one_state:  # a bandit: every sample has the same Fisher matrix, so any subset gives the whole batch's
+            th.testing.assert_close(hv, flatten(full.kl_hvp(v)), rtol=1e-9, atol=1e-12)
+        else:
+            assert float((hv - flatten(full.kl_hvp(v))).norm()) > 1e-3 * float(hv.norm())  # not the whole batch's
+    th.testing.assert_close(
+        flatten(sub.surrogate_and_gradient()[1]), flatten(full.surrogate_and_gradient()[1]), rtol=0, atol=0
+    )
+    th.testing.assert_close(sub.old_log_prob, full.old_log_prob, rtol=0, atol=0)
+
+
 def test_kl_hvp_finite_difference_first_order(setup):
     """FOMAML's KL Hessian is F (J = I): the finite-difference HVP must approximate the same matrix as the exact one.
 

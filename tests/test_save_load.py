@@ -204,6 +204,7 @@ def test_load_with_new_batch_sizes(tmp_path, name):
         (dict(custom_objects={"fast_batch_size": -2}), "fast_batch_size"),
         (dict(target_kl=-1.0), "target_kl"),
         (dict(cg_damping=-0.5), "cg_damping"),
+        (dict(sub_sampling_factor=0), "sub_sampling_factor"),
         (dict(learning_rate=0.5), "has no learning_rate to override; its step size is inner_lr"),  # not ignored
     ],
 )

@@ -43,6 +43,10 @@ class MAML(MetaAlgorithm):
     :param target_kl: TRPO trust region δ on mean KL(π_old ‖ π_new) (0.01)
     :param cg_max_steps: conjugate-gradient iterations (10)
     :param cg_damping: damping added to the Hessian-vector product (1e-5)
+    :param sub_sampling_factor: the KL Hessian's Fisher products use every k-th sample of each task's
+        post-adaptation episodes (1: all, as the MAML paper). Larger values make the meta-step cheaper; the
+        meta-gradient and the line search (which enforces the trust region) always use every sample. As
+        sb3-contrib TRPO's parameter of that name, except that sb3-contrib subsamples the gradient too
     :param line_search_max_iter: backtracking line-search candidates (15)
     :param line_search_shrinking_factor: step multiplier between candidates (0.8)
     :param hvp: ``"exact"`` (J^T F J with inner-loss HVPs) or ``"finite_difference"`` (as the original code)
@@ -74,6 +78,7 @@ class MAML(MetaAlgorithm):
         target_kl: float = 0.01,
         cg_max_steps: int = 10,
         cg_damping: float = 1e-5,
+        sub_sampling_factor: int = 1,
         line_search_max_iter: int = 15,
         line_search_shrinking_factor: float = 0.8,
         hvp: str = "exact",
@@ -101,6 +106,12 @@ class MAML(MetaAlgorithm):
         if hvp not in ("exact", "finite_difference"):
             raise ValueError(f"hvp must be 'exact' or 'finite_difference', got {hvp!r}")
         self.hvp = hvp
+        self.sub_sampling_factor = check_int("sub_sampling_factor", sub_sampling_factor)
+        if self.sub_sampling_factor > 1 and hvp != "exact":
+            raise ValueError(
+                f"sub_sampling_factor={sub_sampling_factor} needs hvp='exact' (the finite-difference KL Hessian uses"
+                " every sample): pass hvp='exact' or sub_sampling_factor=1"
+            )
         self.first_order = bool(first_order)
         super().__init__(
             policy,
@@ -134,7 +145,7 @@ class MAML(MetaAlgorithm):
 
         # The TRPO problem at θ, built once: one forward pass of the adapted policies θ_i on D_i' (π_old = π_{θ_i})
         # and, for MAML, the graphs of the inner gradients along the inner-loop path θ_i^(s) (reused, not recomputed)
-        problem = objective.outer_problem(result.inner_path, inner, adapted, outer)
+        problem = objective.outer_problem(result.inner_path, inner, adapted, outer, self.sub_sampling_factor)
         old_log_prob, old_dist = problem.old_log_prob, problem.old_dist
 
         # Meta-gradient g = ∇_θ mean_i E_{D_i'}[π_{θ_i(θ)}/π_old Â] = mean_i J_iᵀ ∇_{θ_i} s_i  (J_i = I for FOMAML)
