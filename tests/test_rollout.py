@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch as th
@@ -221,3 +225,31 @@ def test_flat_keeps_every_valid_transition_and_drops_the_padding_no_task_needs()
     whole = TaskBatch(obs=batch.obs, actions=batch.actions, rewards=batch.rewards, mask=full, tasks=[0, 1])
     whole.compute_advantages(GAMMA, 1.0)
     assert th.equal(whole.flat()["obs"], batch.obs.reshape(2, 12, 2))
+
+
+def test_fit_works_after_torch_set_num_threads_with_ant_sized_features():
+    """``torch.set_num_threads(2)`` (a common line in training scripts) breaks MKL's batched LU for systems of ~150+
+    unknowns (pytorch/pytorch#142815); the baseline's 214-feature ridge systems on Ant must still be solved, and
+    equal a per-task float64 ridge solve by numpy. In a fresh process: the breakage is process-wide state."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, torch as th
+        from sb3_meta.common.rollout import LinearFeatureBaseline
+        th.set_num_threads(2)
+        gen = th.Generator().manual_seed(0)
+        k, t, e, d = 3, 50, 4, 105  # Ant's observation: 105 values, so 2 * 105 + 4 features
+        obs = th.randn(k, t, e, d, generator=gen, dtype=th.float64)
+        mask = th.ones(k, t, e, dtype=th.float64)
+        returns = th.randn(k, t, e, generator=gen, dtype=th.float64)
+        values = LinearFeatureBaseline().fit_predict(obs, mask, returns)
+        feats = LinearFeatureBaseline.features(obs).numpy().reshape(k, -1, 2 * d + 4)
+        for i in range(k):
+            phi, y = feats[i], returns[i].numpy().reshape(-1)
+            w = np.linalg.solve(phi.T @ phi + 1e-5 * np.eye(phi.shape[1]), phi.T @ y)
+            np.testing.assert_allclose(values[i].numpy().reshape(-1), phi @ w, rtol=1e-6, atol=1e-6)
+        print("fitted", th.get_num_threads())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fitted 2" in out.stdout

@@ -309,6 +309,7 @@ MAML_KEYS = [
     "time/fps",
     "time/total_timesteps",
     "time/iterations",
+    "train/n_updates",
 ]
 
 
@@ -355,6 +356,7 @@ def test_logger_keys(tmp_path):
         assert key in keys, key
         assert all(row[key] != "" and np.isfinite(float(row[key])) for row in rows), key
     assert [int(row["time/total_timesteps"]) for row in rows] == [80, 160]
+    assert [int(row["train/n_updates"]) for row in rows] == [1, 2]
     assert all(float(row["train/kl"]) <= model.target_kl for row in rows)
     assert all(float(row["time/sampling_s"]) > 0 for row in rows)
     # the logged log-std is the policy's
@@ -444,3 +446,28 @@ def test_episode_statistics_are_those_of_every_sampled_episode():
     logged = model.logger.name_to_value
     expected = (logged["rollout/pre_adapt_return"] + logged["rollout/post_adapt_return"]) / 2  # equal pass sizes
     np.testing.assert_allclose(np.mean([ep["r"] for ep in model.ep_info_buffer]), expected, rtol=1e-5)
+
+
+def test_n_updates_counts_every_outer_update_across_learn_calls_and_checkpoints(tmp_path):
+    """As SB3's ``train/n_updates``: one per meta-iteration, kept by ``reset_num_timesteps=True`` (which restarts
+    ``time/iterations``) and by save/load; an iteration that a callback's error aborts counts none."""
+    model = FOMAML("MlpPolicy", point_mass(), **small_kwargs(), **FAST_TRPO)
+    model.set_logger(configure(None, []))
+    model.learn(1)
+    model.learn(1)  # reset_num_timesteps=True: time/iterations restarts, the update count does not
+    assert model._n_updates == 2 and model.n_iterations == 1
+    model.save(tmp_path / "m")
+    loaded = FOMAML.load(tmp_path / "m", env=point_mass())
+    assert loaded._n_updates == 2
+
+    class Boom(BaseCallback):
+        def _on_step(self) -> bool:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        loaded.learn(1, reset_num_timesteps=False, callback=Boom())
+    assert loaded._n_updates == 2
+    loaded.set_logger(configure(str(tmp_path / "log"), ["csv"]))
+    loaded.learn(1, reset_num_timesteps=False)
+    _, rows = read_csv_keys(tmp_path / "log" / "progress.csv")
+    assert [int(row["train/n_updates"]) for row in rows] == [3]

@@ -201,6 +201,8 @@ class MetaAlgorithm(BaseAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete),
         )
         self._n_iterations = 0
+        #: outer updates over the model's whole life (SB3's ``_n_updates``: not reset by ``reset_num_timesteps``)
+        self._n_updates = 0
         self._n_nonfinite = 0
         #: set during a meta-iteration (and after one a callback stopped): what a checkpoint written then records
         self._iteration_start: IterationStart | None = None
@@ -512,6 +514,7 @@ class MetaAlgorithm(BaseAlgorithm):
             if not self._meta_iteration(callback):
                 break
             self._n_iterations += 1
+            self._n_updates += 1  # counted with the iteration, all or nothing: a failed iteration counts no update
             if log_interval is not None and log_interval > 0 and self._n_iterations % log_interval == 0:
                 self.dump_logs()
         with self._torch_stream.paused():
@@ -667,6 +670,7 @@ class MetaAlgorithm(BaseAlgorithm):
         """Write the logs of the last iteration, with the episode statistics and counters (SB3's ``dump_logs``)."""
         time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
         self.logger.record("time/iterations", self._n_iterations, exclude="tensorboard")
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # as SB3's on-policy algorithms
         if self.ep_info_buffer is not None and len(self.ep_info_buffer) > 0:
             self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
             self.logger.record("rollout/ep_len_mean", safe_mean([ep["l"] for ep in self.ep_info_buffer]))

@@ -176,7 +176,8 @@ class LinearFeatureBaseline:
 
     Features of a state at time t of its episode: ``[o, o², t/100, (t/100)², (t/100)³, 1]`` with
     ``o = clip(obs, -10, 10)``. Ridge coefficient ``reg_coeff`` (1e-5), raised x10 for a task whose solve
-    fails (non-finite), at most ``max_tries`` times. All tasks are solved as one batched linear system.
+    fails (not positive definite in floating point, or non-finite), at most ``max_tries`` times. All tasks are
+    solved as one batched linear system.
 
     :param reg_coeff: initial ridge coefficient
     :param max_tries: attempts with a growing ridge coefficient
@@ -207,8 +208,12 @@ class LinearFeatureBaseline:
         weights = th.zeros(k, f, 1, dtype=th.float64, device=obs.device)
         todo = th.ones(k, dtype=th.bool, device=obs.device)
         for _ in range(self.max_tries):
-            sol = th.linalg.solve_ex(gram + reg * eye, rhs)[0]
-            ok = th.isfinite(sol).all(dim=(1, 2))
+            # Φᵀ Φ + reg·I is symmetric positive definite: a Cholesky solve (its failure, info > 0, counts as a failed
+            # solve). Not torch.linalg.solve: its batched LU fails with MKL once torch.set_num_threads(n > 1) has been
+            # called in the process (pytorch/pytorch#142815), e.g. by a user's training script.
+            factor, info = th.linalg.cholesky_ex(gram + reg * eye)
+            sol = th.cholesky_solve(rhs, factor)
+            ok = (info == 0) & th.isfinite(sol).all(dim=(1, 2))
             weights = th.where((todo & ok).view(k, 1, 1), sol, weights)
             todo = todo & ~ok
             if not todo.any():
