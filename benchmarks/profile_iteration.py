@@ -39,10 +39,9 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from throughput import ENVS, physics_limit
+from throughput import ENVS, make_model, physics_limit
 
 import sb3_meta
-from sb3_meta import MAML
 from sb3_meta.common import adaptation, meta_gradient
 from sb3_meta.envs.mujoco_vec_env import MujocoTaskVecEnv, available_cores
 from sb3_meta.maml import maml as maml_module
@@ -82,17 +81,7 @@ def base_vec_env(venv: Any) -> MujocoTaskVecEnv:
 
 
 def profile(env_name: str, algo: str, factor: int, args: argparse.Namespace) -> list[dict[str, float]]:
-    cls, target_kl = ENVS[env_name]
-    model = MAML(
-        "MlpPolicy",
-        cls(),
-        meta_batch_size=args.meta_batch_size,
-        fast_batch_size=args.fast_batch_size,
-        first_order=algo == "FOMAML",
-        target_kl=target_kl,
-        sub_sampling_factor=factor,
-        seed=0,
-    )
+    model = make_model(env_name, algo, factor, args)
     venv = base_vec_env(model.env)
     # The simulations object is the VecEnv's internal state (mujoco.batch or the mj_step thread pool): its
     # methods are where the physics runs, so they are wrapped on the instance, leaving the classes untouched.

@@ -54,9 +54,10 @@ def physics_limit(env_name: str, n_envs: int, repeats: int, steps: int) -> list[
     return rates
 
 
-def run(env_name: str, algo: str, sub_sampling_factor: int, args: argparse.Namespace) -> dict[str, list[float]]:
+def make_model(env_name: str, algo: str, sub_sampling_factor: int, args: argparse.Namespace) -> MAML:
+    """FOMAML or MAML on one env at ``args.meta_batch_size x args.fast_batch_size``, the MAML paper's target KL."""
     cls, target_kl = ENVS[env_name]
-    model = MAML(
+    return MAML(
         "MlpPolicy",
         cls(),
         meta_batch_size=args.meta_batch_size,
@@ -66,6 +67,10 @@ def run(env_name: str, algo: str, sub_sampling_factor: int, args: argparse.Names
         sub_sampling_factor=sub_sampling_factor,
         seed=0,
     )
+
+
+def run(env_name: str, algo: str, sub_sampling_factor: int, args: argparse.Namespace) -> dict[str, list[float]]:
+    model = make_model(env_name, algo, sub_sampling_factor, args)
     for _ in range(args.warmup):
         model.learn(1, reset_num_timesteps=False)  # learn() always finishes the iteration it starts
     model.iteration_times.clear()
