@@ -349,6 +349,7 @@ class MetaAlgorithm(BaseAlgorithm):
         # given them (the torch stream was restored by load); otherwise the sampler's state carries over.
         if self._unapplied_rng_state is not None:
             state = rng_state_from_json(self._unapplied_rng_state)
+            assert self.env is not None  # set by the SB3 set_env above
             if "vec_env" in state and len(state["vec_env"]["seeds"]) != unwrap_task_vec_env(self.env).num_envs:
                 state.pop("vec_env")  # other sub-envs now
             set_rng_state(state, task_env, self.env, TorchStream(self.device))  # a throwaway stream takes "torch"
@@ -960,7 +961,7 @@ class MetaAlgorithm(BaseAlgorithm):
         live in the constructors (one place per class), so the values are given to a bare constructor call
         (no env, no model set up) and any error it raises is load's.
         """
-        names = set()  # every named constructor parameter, along the chain of **kwargs (FOMAML → MAML → base)
+        names: set[str] = set()  # every named constructor parameter, along the chain of **kwargs (FOMAML → MAML → base)
         for klass in cls.__mro__:
             if issubclass(klass, MetaAlgorithm) and "__init__" in vars(klass):
                 kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -974,7 +975,9 @@ class MetaAlgorithm(BaseAlgorithm):
                 )
         if not names.intersection(overrides):
             return
-        values = {name: overrides.get(name, data.get(name)) for name in names if name in overrides or name in data}
+        values: dict[str, Any] = {
+            name: overrides.get(name, data.get(name)) for name in names if name in overrides or name in data
+        }
         try:
             cls("MlpPolicy", None, **values, _init_setup_model=False)
         except ValueError as e:

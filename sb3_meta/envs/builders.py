@@ -69,9 +69,9 @@ def env_horizon(env: Any) -> int | None:
         if isinstance(env, gym.wrappers.TimeLimit):
             limits.append(env._max_episode_steps)
         env = env.env
-    limits = [int(limit) for limit in limits if limit]
-    if limits:
-        return min(limits)
+    positive = [int(limit) for limit in limits if limit]
+    if positive:
+        return min(positive)
     return int(spec.max_episode_steps) if spec is not None and spec.max_episode_steps else None
 
 
