@@ -23,11 +23,8 @@ def test_profile_parts_nest_and_the_wrapped_functions_are_restored():
     rows = profile_iteration.profile("halfcheetahdir", "FOMAML", 1, args)
     assert len(rows) == 2
     for row in rows:
-        # physics ⊂ VecEnv step ⊂ sampling pass ⊂ the iteration's sampling time
+        # physics ⊂ VecEnv step ⊂ sampling pass ⊂ the iteration's sampling time: each remainder is non-negative
         assert 0 < row["physics"] and row["vecenv_other"] >= 0 and row["rollout_other"] >= 0 and row["sampling_other"] >= 0
-        assert row["physics"] + row["vecenv_other"] + row["rollout_other"] + row["sampling_other"] == pytest.approx(
-            row["sampling_s"]
-        )
         # the conjugate gradient's products: cg_max_steps (10) iterations, and one for the step length's xᵀAx unless
         # the recorded products reproduce it
         assert 10 <= row["n_fisher_products"] <= 11

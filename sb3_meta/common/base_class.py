@@ -201,8 +201,6 @@ class MetaAlgorithm(BaseAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete),
         )
         self._n_iterations = 0
-        #: outer updates over the model's whole life (SB3's ``_n_updates``: not reset by ``reset_num_timesteps``)
-        self._n_updates = 0
         self._n_nonfinite = 0
         #: set during a meta-iteration (and after one a callback stopped): what a checkpoint written then records
         self._iteration_start: IterationStart | None = None
@@ -515,7 +513,9 @@ class MetaAlgorithm(BaseAlgorithm):
             if not self._meta_iteration(callback):
                 break
             self._n_iterations += 1
-            self._n_updates += 1  # counted with the iteration, all or nothing: a failed iteration counts no update
+            # SB3's own counter (BaseAlgorithm sets it, save/load keep it, reset_num_timesteps does not reset it), counted
+            # with the iteration, all or nothing: a failed iteration counts no update
+            self._n_updates += 1
             if log_interval is not None and log_interval > 0 and self._n_iterations % log_interval == 0:
                 self.dump_logs()
         with self._torch_stream.paused():
