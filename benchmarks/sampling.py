@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -193,9 +194,12 @@ class _PreparedShardStep:
         return self.reply
 
 
-def prepared_shard_actors(ray: Any, batched: VecEnv, node_ids: list[str]) -> tuple[list[Any], list[tuple[int, int]]]:
+def prepared_shard_actors(
+    ray: Any, batched: VecEnv, node_ids: list[str]
+) -> tuple[list[Any], list[tuple[int, int]], list[list]]:
     """One :class:`_PreparedShardStep` actor per shard of ``batched``, on the node of that shard's actor
-    (``node_ids``), holding no CPU (it computes nothing), and the shards' ranges of sub-envs."""
+    (``node_ids``), holding no CPU (it computes nothing), the shards' ranges of sub-envs, and each shard's tasks
+    (which the learner knows from the shard's previous steps)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from sb3_meta.envs.ray_vec_env import shard_ranges
@@ -204,18 +208,25 @@ def prepared_shard_actors(ray: Any, batched: VecEnv, node_ids: list[str]) -> tup
     shape = batched.action_space.shape
     obs, rewards, dones, infos = batched.step_packed(np.zeros((batched.num_envs, *shape)))  # type: ignore[attr-defined, misc]
     ranges = shard_ranges(batched.num_envs, len(node_ids))
-    actors = []
+    actors, known_tasks = [], []
     for (a, b), node_id in zip(ranges, node_ids):
         options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
-        reply = (obs[a:b], rewards[a:b], dones[a:b], infos.slice(a, b))  # what a shard sends back
+        # What a shard sends back in the middle of a pass: its infos without their tasks, and no task changes
+        shard_infos = infos.slice(a, b)
+        reply = (obs[a:b], rewards[a:b], dones[a:b], dataclasses.replace(shard_infos, tasks=[]), {})
+        known_tasks.append(shard_infos.tasks)
         actors.append(ray.remote(_PreparedShardStep).options(**options).remote(reply))
-    return actors, ranges
+    return actors, ranges, known_tasks
 
 
-def concatenate_shard_steps(results: list[tuple]) -> tuple[list[np.ndarray], list[dict]]:
-    """The shards' replies as one step, as ``RayTaskVecEnv.step_wait`` joins them: obs, rewards, dones; infos."""
+def concatenate_shard_steps(results: list[tuple], known_tasks: list[list]) -> tuple[list[np.ndarray], list[dict]]:
+    """The shards' replies as one step, as ``RayTaskVecEnv.step_wait`` joins them: obs, rewards, dones; infos (with
+    the tasks the learner knows, ``known_tasks`` per shard, put back)."""
+    from sb3_meta.envs.ray_vec_env import apply_task_changes
+
     arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]
-    return arrays, [info for r in results for info in r[3].unpack()]
+    packed = [apply_task_changes(known, r[3], r[4]) for r, known in zip(results, known_tasks, strict=True)]
+    return arrays, [info for p in packed for info in p.unpack()]
 
 
 def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sampler:
@@ -223,10 +234,11 @@ def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sa
 
     One actor per shard (:func:`prepared_shard_actors`).
     """
-    actors, ranges = prepared_shard_actors(ray, batched, node_ids)
+    actors, ranges, known_tasks = prepared_shard_actors(ray, batched, node_ids)
 
     def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
-        return concatenate_shard_steps(ray.get([actor.step.remote(actions[a:b]) for actor, (a, b) in zip(actors, ranges)]))
+        replies = ray.get([actor.step.remote(actions[a:b]) for actor, (a, b) in zip(actors, ranges)])
+        return concatenate_shard_steps(replies, known_tasks)
 
     def close() -> None:
         for actor in actors:
@@ -244,13 +256,13 @@ def ray_compiled_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[st
     """
     from ray.dag import InputNode, MultiOutputNode
 
-    actors, ranges = prepared_shard_actors(ray, batched, node_ids)
+    actors, ranges, known_tasks = prepared_shard_actors(ray, batched, node_ids)
     with InputNode() as shard_actions:
         graph = MultiOutputNode([actor.step.bind(shard_actions[i]) for i, actor in enumerate(actors)])
     compiled = graph.experimental_compile()
 
     def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
-        return concatenate_shard_steps(ray.get(compiled.execute(*[actions[a:b] for a, b in ranges])))
+        return concatenate_shard_steps(ray.get(compiled.execute(*[actions[a:b] for a, b in ranges])), known_tasks)
 
     def close() -> None:
         compiled.teardown()

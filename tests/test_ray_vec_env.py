@@ -281,6 +281,73 @@ def test_actor_that_cannot_be_replaced_raises_then_training_resumes_from_the_che
     assert params_equal(*resumed)
 
 
+def kill_and_wait(actor) -> None:
+    """``ray.kill`` the actor and wait until it is gone (``ray.kill`` is asynchronous: a call made right after it may
+    still run)."""
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.hello.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:  # dying: ask again
+            continue
+        time.sleep(0.1)
+    pytest.fail("the killed actor still answers after 60 s")
+
+
+def test_infos_carry_the_tasks_set_mid_pass_across_a_replaced_actor(cheetah_pair):
+    """A shard sends the tasks of its infos only when they change: tasks set mid-pass, in one shard or across both,
+    before and after an actor is replaced, still reach every info as on the local VecEnv."""
+    ray_venv, local = cheetah_pair
+    local.set_rng_states(ray_venv.get_rng_states())  # earlier tests leave the two in different states
+    local.set_tasks(ray_venv.get_tasks())
+    new_tasks = HalfCheetahVelTasks(seed=1).sample_tasks(3)  # not from either VecEnv: their RNGs stay alike
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(8, 4, 6))
+    outs = []
+    for venv in (ray_venv, local):
+        out = run_transitions(venv, actions[:2])
+        venv.set_tasks(new_tasks[:2], indices=[1, 2])  # one sub-env of each shard
+        for step_actions in actions[2:4]:
+            out["infos"].append(venv.step(step_actions)[3])
+        if venv is ray_venv:
+            kill_and_wait(ray_venv.actors[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "died ... replaying"
+            out["infos"].append(venv.step(actions[4])[3])
+        venv.set_tasks(new_tasks[2:], indices=[3])
+        for step_actions in actions[5:]:
+            out["infos"].append(venv.step(step_actions)[3])
+        out["tasks"].append(venv.get_tasks())
+        outs.append(out)
+    assert_same_transitions(*outs)
+    assert [info["task"] for info in outs[0]["infos"][-1]] == outs[0]["tasks"][-1]
+
+
+def test_tasks_set_before_a_lost_step_reach_the_infos_of_the_next(cheetah_pair):
+    """A step whose results are dropped (one shard lost, the other answered) leaves the learner unsure of what the
+    answering shard sent; the next step gets every shard's tasks anew."""
+    ray_venv, _ = cheetah_pair
+    ray_venv.reset()
+    ray_venv.step(np.zeros((4, 6)))
+    new_task = HalfCheetahVelTasks(seed=2).sample_tasks(1)[0]
+    ray_venv.set_tasks([new_task], indices=[3])  # shard 1
+    attempts = ray_venv.restart_attempts
+    ray_venv.restart_attempts = 0
+    try:
+        kill_and_wait(ray_venv.actors[0])
+        with pytest.raises(ShardLostError, match="restart_attempts=0"):
+            ray_venv.step(np.zeros((4, 6)))  # shard 1 stepped (with the new task), shard 0 was lost
+    finally:
+        ray_venv.restart_attempts = attempts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "died ... replaying": the next call rebuilds shard 0
+        infos = ray_venv.step(np.zeros((4, 6)))[3]
+    assert [info["task"] for info in infos] == ray_venv.get_tasks()
+    assert infos[3]["task"] == new_task
+
+
 def test_shard_lost_past_max_replay_steps_raises(cheetah_pair):
     """Last of the module: it leaves the Ray VecEnv unusable, as documented."""
     ray_venv, _ = cheetah_pair
@@ -288,19 +355,6 @@ def test_shard_lost_past_max_replay_steps_raises(cheetah_pair):
     ray_venv.reset()
     for _ in range(3):
         ray_venv.step(np.zeros((4, 6)))
-    actor = ray_venv.actors[1]
-    ray.kill(actor, no_restart=True)
-    # ray.kill is asynchronous: a call made right after it may still run; wait until the actor is gone
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            ray.get(actor.hello.remote(), timeout=10)
-        except ray.exceptions.RayActorError:
-            break
-        except ray.exceptions.GetTimeoutError:  # dying: ask again
-            continue
-        time.sleep(0.1)
-    else:
-        pytest.fail("the killed actor still answers after 60 s")
+    kill_and_wait(ray_venv.actors[1])
     with pytest.raises(ShardLostError, match="max_replay_steps=2"):
         ray_venv.step(np.zeros((4, 6)))

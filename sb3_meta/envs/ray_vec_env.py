@@ -22,6 +22,7 @@ only, so that ``import sb3_meta`` never needs it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import os
 import socket
@@ -181,6 +182,8 @@ class _ShardWorker:
         self.venv.use_task_rngs(task_rngs)
         for name, value in attr_overrides:
             self.venv.set_attr(name, value)
+        #: the tasks of the last step's infos as sent to the learner (None: nothing sent yet, by this actor)
+        self._sent_tasks: list[Task] | None = None
 
     # --- state that is not rebuilt by a reset: RNGs and tasks -----------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -213,11 +216,20 @@ class _ShardWorker:
         return before, obs, self.venv.reset_infos
 
     def step(
-        self, actions: np.ndarray, idle: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, PackedInfos]:
+        self, actions: np.ndarray, idle: np.ndarray | None = None, send_all_tasks: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, PackedInfos, dict[int, Task]]:
+        """One step of the shard: obs, rewards, dones, the infos as arrays (not one pickled dict per sub-env)
+        without their tasks, and the tasks that changed since the last step this actor answered (all of them with
+        ``send_all_tasks`` or for this actor's first step; :func:`apply_task_changes` puts them back)."""
         if idle is not None:
             self.venv.set_idle_envs(idle)
-        return self.venv.step_packed(actions)  # infos as arrays, not one pickled dict per sub-env
+        obs, rewards, dones, infos = self.venv.step_packed(actions)
+        # A sub-env's task changes only with set_tasks / reset_task, so per step there is nothing to send; pickling
+        # every sub-env's task object each step was half of HalfCheetahVel's round trip.
+        tasks, sent = infos.tasks, None if send_all_tasks else self._sent_tasks
+        self._sent_tasks = list(tasks)
+        changes = dict(enumerate(tasks)) if sent is None else {i: t for i, (t, s) in enumerate(zip(tasks, sent)) if t is not s}
+        return obs, rewards, dones, dataclasses.replace(infos, tasks=[]), changes
 
     def set_tasks(self, tasks: list[Task], indices: list[int]) -> None:
         self.venv.set_tasks(tasks, indices=indices)
@@ -239,6 +251,15 @@ class _ShardWorker:
 
     def close(self) -> None:
         self.venv.close()
+
+
+def apply_task_changes(known: list[Task] | None, infos: PackedInfos, changes: dict[int, Task]) -> PackedInfos:
+    """A shard step's infos with their tasks back: ``known`` (the tasks of the shard's previous step as the learner
+    has them; None: unknown, then ``changes`` covers every sub-env) updated by ``changes``."""
+    tasks = list(known) if known is not None else [None] * len(infos.time_limit)
+    for i, task in changes.items():
+        tasks[i] = task
+    return dataclasses.replace(infos, tasks=tasks)
 
 
 _REMOTE_WORKER_CLASS: Any = None
@@ -372,6 +393,8 @@ class RayTaskVecEnv(VecEnv):
         #: per shard, the calls that changed its state since its snapshot (None: too long, not rebuildable)
         self._logs: list[list[tuple[str, tuple]] | None] = [[] for _ in self.shard_ranges]
         self._logged_steps = [0] * self.n_workers
+        #: per shard, the tasks of its last step's infos as received (None: unknown, the next step asks for all)
+        self._step_tasks: list[list[Task] | None] = [None] * self.n_workers
         self.actor_node_ids: list[str] = []
         self._start_all_actors(ray)
 
@@ -679,7 +702,8 @@ class RayTaskVecEnv(VecEnv):
         actions = np.asarray(actions).reshape(checked.shape)
         idle = self._idle
         self._pending = [
-            (k, "step", (actions[a:b], None if idle is None else idle[a:b])) for k, (a, b) in enumerate(self.shard_ranges)
+            (k, "step", (actions[a:b], None if idle is None else idle[a:b], self._step_tasks[k] is None))
+            for k, (a, b) in enumerate(self.shard_ranges)
         ]
         self._pending_refs = []
         for k, name, args in self._pending:
@@ -692,11 +716,21 @@ class RayTaskVecEnv(VecEnv):
             raise RuntimeError("step_wait() called without step_async()")
         calls, refs = self._pending, self._pending_refs
         self._pending = None
-        results = self._gather(calls, refs, logged=True)
+        try:
+            results = self._gather(calls, refs, logged=True)
+        except BaseException:
+            # Replies that did arrive are dropped with the error, so what each actor thinks the learner knows of its
+            # tasks may be wrong: the next step asks every shard for all of them.
+            self._step_tasks = [None] * self.n_workers
+            raise
+        packed = []
+        for k, (_, _, _, infos, changes) in enumerate(results):
+            packed.append(apply_task_changes(self._step_tasks[k], infos, changes))
+            self._step_tasks[k] = packed[-1].tasks
         obs = np.concatenate([r[0] for r in results])
         rewards = np.concatenate([r[1] for r in results])
         dones = np.concatenate([r[2] for r in results])
-        infos = [info for r in results for info in r[3].unpack()]
+        infos = [info for p in packed for info in p.unpack()]
         return obs, rewards, dones, infos
 
     def close(self) -> None:
