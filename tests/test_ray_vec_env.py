@@ -140,6 +140,45 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
         make_task_vec_env(point_mass(seed=0), 4, vec_env_cls="ray", ray_workers=2)
 
 
+MORE_WORKERS_THAN_CORES = """
+import os, warnings
+import numpy as np, ray
+from sb3_meta.envs import PointMassTasks, make_task_vec_env
+
+workers = (os.cpu_count() or 1) + 1
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    venv = make_task_vec_env(PointMassTasks(seed=0), 2 * workers, seed=0, vec_env_cls="ray", ray_workers=workers)
+messages = [str(w.message) for w in caught]
+assert any("share the cores" in m for m in messages), messages
+assert ray.cluster_resources()["CPU"] == workers and venv.n_workers == workers == len(set(venv.shard_ranges))
+local = make_task_vec_env(PointMassTasks(seed=0), 2 * workers, seed=0)
+assert np.array_equal(venv.reset(), local.reset())
+actions = np.random.default_rng(0).uniform(-1, 1, (2 * workers, 2))
+assert np.array_equal(venv.step(actions)[0], local.step(actions)[0])
+venv.close()
+ray.shutdown()
+print("started", workers, "actors")
+"""
+
+
+def test_more_workers_than_cores_start_on_a_new_local_ray(tmp_path):
+    """``ray_workers`` above the machine's cores with no Ray running (a laptop): the local Ray started for them gets
+    a logical CPU per actor, so they all start (sharing the cores, with a warning) instead of waiting for nodes.
+    A fresh process with its own Ray temp dir, so that it finds no cluster of this module."""
+    import os
+    import subprocess
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths must fit in 107 characters
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
+    result = subprocess.run(
+        [sys.executable, "-c", MORE_WORKERS_THAN_CORES], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"started {(os.cpu_count() or 1) + 1} actors" in result.stdout
+
+
 def test_shard_ranges():
     assert shard_ranges(800, 4) == [(0, 200), (200, 400), (400, 600), (600, 800)]
     assert shard_ranges(5, 2) == [(0, 3), (3, 5)]

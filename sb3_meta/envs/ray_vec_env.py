@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
 import os
 import socket
 import warnings
@@ -111,13 +112,16 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def connect_ray(address: str | None = None, connect_timeout_s: float = 10.0) -> None:
+def connect_ray(address: str | None = None, connect_timeout_s: float = 10.0, local_num_cpus: int | None = None) -> bool:
     """Use the Ray cluster this process is connected to, else connect to ``address``, else start a local one.
 
     :param address: ``None`` (the current connection, else ``RAY_ADDRESS``, else the cluster started on this machine
         with ``ray start``, else a new local Ray), ``"auto"`` (the same, but never a new local Ray), ``"local"``
         (a new local Ray), ``"host:port"`` of a head node, or ``"ray://host:port"``
     :param connect_timeout_s: how long to wait for a TCP answer from ``"host:port"`` before giving up
+    :param local_num_cpus: the logical CPUs of a new local Ray (None: Ray's default, the machine's cores); ignored
+        when an existing cluster is used
+    :return: whether a new local Ray was started with ``local_num_cpus`` CPUs
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -130,7 +134,7 @@ def connect_ray(address: str | None = None, connect_timeout_s: float = 10.0) -> 
                     f"This process is already connected to the Ray cluster at {current_address}, not {address!r}: "
                     "pass address=None to use the current connection, or call ray.shutdown() first"
                 )
-        return
+        return False
     if address is not None and address not in ("auto", "local") and not address.startswith("ray://"):
         target = _host_port(address)
         if target is None:
@@ -144,7 +148,14 @@ def connect_ray(address: str | None = None, connect_timeout_s: float = 10.0) -> 
                 "a local Ray"
             ) from e
     try:
+        if local_num_cpus is not None:
+            try:
+                ray.init(address=address, num_cpus=local_num_cpus, ignore_reinit_error=True)
+                return True
+            except ValueError:  # "when connecting to an existing cluster, num_cpus must not be provided": use it as it is
+                pass
         ray.init(address=address, ignore_reinit_error=True)
+        return False
     except ConnectionError as e:
         raise ConnectionError(
             f"Could not connect to a Ray cluster at {address!r}: {e}. Start one with `ray start --head` (and "
@@ -381,7 +392,13 @@ class RayTaskVecEnv(VecEnv):
         self._pending_refs: list[Any] = []
         self._actors: list[Any] = []
 
-        connect_ray(address)
+        local_num_cpus = self._local_num_cpus(n_workers, num_cpus)
+        if connect_ray(address, local_num_cpus=local_num_cpus):
+            warnings.warn(
+                f"ray_workers={n_workers} actors x num_cpus={num_cpus:g} need {local_num_cpus} CPUs and this machine has "
+                f"{os.cpu_count()} cores: the local Ray started for them has {local_num_cpus} logical CPUs, and the actors "
+                "share the cores"
+            )
         self.shard_ranges = shard_ranges(n_envs, self._choose_n_workers(ray, n_workers, num_cpus, n_envs))
         self._shard_kwargs = shard_kwargs
         self._env_ref = ray.put(base)  # one copy in the object store for every actor, restarts included
@@ -424,6 +441,15 @@ class RayTaskVecEnv(VecEnv):
         except (TypeError, ValueError) as e:
             raise ValueError(f"Invalid Ray actor options {options}: {e}") from e
         return options, placement_group, float(num_cpus)
+
+    def _local_num_cpus(self, n_workers: int | None, num_cpus: float) -> int | None:
+        """The logical CPUs for a local Ray that this VecEnv may start: enough for ``n_workers`` actors (on a
+        laptop, ``ray_workers=4`` on 2 cores gives 4 actors sharing them) when that is more than the machine's cores;
+        None (Ray's default) otherwise. An existing cluster keeps its CPUs (there, actors that do not fit wait)."""
+        if n_workers is None or self._placement_group is not None:
+            return None
+        needed = math.ceil(n_workers * num_cpus)
+        return needed if needed > (os.cpu_count() or 1) else None
 
     def _choose_n_workers(self, ray: Any, n_workers: int | None, num_cpus: float, n_envs: int) -> int:
         """``n_workers``, by default one actor per bundle of the placement group or per ``num_cpus`` CPUs of the
