@@ -8,11 +8,13 @@ local) serves every training test, each of which runs the same calls on both and
 from __future__ import annotations
 
 import io
+import os
 import socket
 import sys
 import threading
 import time
 import warnings
+from signal import SIGKILL
 
 import numpy as np
 import pytest
@@ -91,16 +93,21 @@ def assert_same_transitions(a: dict[str, list], b: dict[str, list]) -> None:
 
 
 class KillActorAt(BaseCallback):
-    """Kill the actor of shard ``shard`` after the ``at``-th env step (a lost node, mid-pass)."""
+    """Kill the actor of shard ``shard`` after the ``at``-th env step (a lost node, mid-pass): with ``ray.kill``, or
+    with ``SIGKILL`` to its process (``signal=True``: as the OOM killer or a crash would)."""
 
-    def __init__(self, venv: RayTaskVecEnv, at: int, shard: int = 0) -> None:
+    def __init__(self, venv: RayTaskVecEnv, at: int, shard: int = 0, signal: bool = False) -> None:
         super().__init__()
-        self.venv, self.at, self.shard, self.calls = venv, at, shard, 0
+        self.venv, self.at, self.shard, self.signal, self.calls = venv, at, shard, signal, 0
 
     def _on_step(self) -> bool:
         self.calls += 1
         if self.calls == self.at:
-            ray.kill(self.venv.actors[self.shard], no_restart=True)
+            actor = self.venv.actors[self.shard]
+            if self.signal:
+                os.kill(ray.get(actor.hello.remote())["pid"], SIGKILL)
+            else:
+                ray.kill(actor, no_restart=True)
         return True
 
 
@@ -166,7 +173,6 @@ def test_more_workers_than_cores_start_on_a_new_local_ray(tmp_path):
     """``ray_workers`` above the machine's cores with no Ray running (a laptop): the local Ray started for them gets
     a logical CPU per actor, so they all start (sharing the cores, with a warning) instead of waiting for nodes.
     A fresh process with its own Ray temp dir, so that it finds no cluster of this module."""
-    import os
     import subprocess
     import tempfile
 
@@ -279,13 +285,14 @@ def test_save_load_resumes_bit_for_bit(cheetah_pair):
     assert params_equal(resumed.meta_parameters(), model.meta_parameters())
 
 
-def test_actor_killed_mid_pass_is_replaced_and_the_iteration_is_unchanged(cheetah_pair):
+@pytest.mark.parametrize("signal", [False, True], ids=["ray.kill", "SIGKILL"])
+def test_actor_killed_mid_pass_is_replaced_and_the_iteration_is_unchanged(cheetah_pair, signal):
     ray_venv, local = cheetah_pair
     killed, restarts = ray_venv.actors[0], ray_venv.n_restarts
     interrupted = FOMAML("MlpPolicy", ray_venv, **small_kwargs(), **TRAIN_KWARGS)
     # step 6 of 8: mid post-adaptation pass, whose reset has no seeds, so the replay needs the snapshot's RNG states
     with pytest.warns(UserWarning, match="died"):
-        interrupted.learn(1, callback=KillActorAt(ray_venv, at=6))
+        interrupted.learn(1, callback=KillActorAt(ray_venv, at=6, signal=signal))
     assert ray_venv.n_restarts == restarts + 1 and ray_venv.actors[0] != killed
     uninterrupted = FOMAML("MlpPolicy", local, **small_kwargs(), **TRAIN_KWARGS)
     uninterrupted.learn(1)
