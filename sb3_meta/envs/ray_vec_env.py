@@ -267,7 +267,9 @@ class _ShardWorker:
 def apply_task_changes(known: list[Task] | None, infos: PackedInfos, changes: dict[int, Task]) -> PackedInfos:
     """A shard step's infos with their tasks back: ``known`` (the tasks of the shard's previous step as the learner
     has them; None: unknown, then ``changes`` covers every sub-env) updated by ``changes``."""
-    tasks = list(known) if known is not None else [None] * len(infos.time_limit)
+    if known is None and len(changes) != len(infos.time_limit):
+        raise RuntimeError(f"A shard sent {len(changes)} of its {len(infos.time_limit)} tasks to a learner that knew none")
+    tasks: list[Any] = list(known) if known is not None else [None] * len(infos.time_limit)
     for i, task in changes.items():
         tasks[i] = task
     return dataclasses.replace(infos, tasks=tasks)
