@@ -230,6 +230,38 @@ def test_shards_spread_over_nodes_equal_the_local_vec_env_and_close_releases_the
     assert ray.available_resources().get("CPU", 0) == 2  # both actors' CPUs are free again
 
 
+def test_a_vec_env_made_right_after_another_is_closed_gets_its_cpus_without_a_warning(cluster):
+    """``close()`` kills the actors and Ray frees their CPUs a moment later: the next VecEnv neither warns that
+    other actors hold the CPUs nor waits for them."""
+    free = ray.available_resources().get("CPU", 0.0)
+    options = {"num_cpus": free / 2}  # two actors take every CPU that is free
+    first = make_task_vec_env(point_mass(seed=0), 4, seed=0, vec_env_cls="ray", ray_workers=2, ray_actor_options=options)
+    first.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = make_task_vec_env(point_mass(seed=0), 4, seed=0, vec_env_cls="ray", ray_workers=2, ray_actor_options=options)
+    try:
+        assert second.reset().shape == (4, 2)
+    finally:
+        second.close()
+
+
+def test_actors_that_do_not_fit_in_the_free_cpus_warn_before_they_wait(cluster):
+    deadline = time.monotonic() + 30  # until the CPUs of the VecEnvs closed by earlier tests are free again
+    while ray.available_resources().get("CPU", 0.0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    n_halves = int(ray.available_resources().get("CPU", 0.0) / 0.5)
+    holder = make_task_vec_env(
+        point_mass(seed=0), n_halves, seed=0, vec_env_cls="ray", ray_workers=n_halves, ray_actor_options=HALF_CPU
+    )
+    try:
+        with pytest.warns(UserWarning, match="other actors hold the rest"):
+            with pytest.raises(RuntimeError, match="close other Ray VecEnvs"):
+                RayTaskVecEnv(point_mass(seed=0), 2, n_workers=1, actor_options=HALF_CPU, start_timeout_s=3)
+    finally:
+        holder.close()
+
+
 def test_actors_larger_than_the_cluster_are_refused(cluster):
     with pytest.raises(ValueError, match="num_cpus=3, and the Ray cluster has 2 CPUs"):
         make_task_vec_env(point_mass(seed=0), 4, vec_env_cls="ray", ray_actor_options={"num_cpus": 3})

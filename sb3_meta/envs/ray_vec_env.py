@@ -27,6 +27,7 @@ import inspect
 import math
 import os
 import socket
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -304,7 +305,8 @@ class RayTaskVecEnv(VecEnv):
         it is copied, never stepped
     :param n_envs: number of sub-envs
     :param n_workers: number of actors (shards), 1 <= n_workers <= n_envs; default: as many as the cluster has
-        CPUs for (``num_cpus`` each, at most ``n_envs``), or one per bundle of ``placement_group``
+        free CPUs for (``num_cpus`` each, at most ``n_envs``; if none is free, as many as it has CPUs for, and they
+        wait), or one per bundle of ``placement_group``
     :param actor_options: options of the actors: ``"num_cpus"`` per actor (default 1; it is also the number of
         threads of a MuJoCo shard unless ``shard_kwargs`` sets ``n_threads``), ``"scheduling_strategy"`` (e.g.
         ``"SPREAD"``: one actor per node while nodes last), ``"placement_group"`` (a Ray placement group: actor
@@ -460,18 +462,35 @@ class RayTaskVecEnv(VecEnv):
             return min(n_workers or len(self._placement_group.bundle_specs), n_envs)
         cpus = float(ray.cluster_resources().get("CPU", 0.0))
         fitting = int(cpus // num_cpus) if num_cpus > 0 else n_envs
+        wanted = min(n_workers or fitting, fitting) * num_cpus
+        # CPUs not held by other actors (another RayTaskVecEnv...); those of actors just killed (a VecEnv closed right
+        # before this one) come back a moment later, so a shortfall is looked at again for up to a second
+        deadline = time.monotonic() + 1.0
+        free = float(ray.available_resources().get("CPU", 0.0))
+        while free < wanted and time.monotonic() < deadline:
+            time.sleep(0.05)
+            free = float(ray.available_resources().get("CPU", 0.0))
+        fitting_now = int(free // num_cpus) if num_cpus > 0 else n_envs
         if n_workers is None:
             if fitting < 1:
                 raise ValueError(
                     f"Each actor asks for num_cpus={num_cpus:g}, and the Ray cluster has {cpus:g} CPUs: lower "
                     "ray_actor_options['num_cpus'] or add nodes"
                 )
-            return min(fitting, n_envs)
+            # the results do not depend on the number of actors: take the CPUs that are free now, if any
+            n_workers = min(fitting_now if fitting_now >= 1 else fitting, n_envs)
         if n_workers > fitting:
             # an autoscaling cluster may still grow: the actors that do not fit wait (up to start_timeout_s)
             warnings.warn(
                 f"{n_workers} actors x num_cpus={num_cpus:g} need {n_workers * num_cpus:g} CPUs, the Ray cluster has "
                 f"{cpus:g}: actors wait for nodes up to start_timeout_s={self.start_timeout_s:.0f} s"
+            )
+        elif n_workers > fitting_now:
+            warnings.warn(
+                f"{n_workers} actors x num_cpus={num_cpus:g} need {n_workers * num_cpus:g} CPUs, and only {free:g} of the "
+                f"Ray cluster's {cpus:g} are free (other actors hold the rest, e.g. another RayTaskVecEnv not closed): "
+                f"actors wait for them up to start_timeout_s={self.start_timeout_s:.0f} s. Close the other VecEnv, or "
+                "give each actor less, e.g. ray_actor_options={'num_cpus': 0.5}"
             )
         return n_workers
 
@@ -502,8 +521,8 @@ class RayTaskVecEnv(VecEnv):
             self.close()
             raise RuntimeError(
                 f"Could not start {self.n_workers} Ray actors with {self._actor_options} within {self.start_timeout_s:.0f} s "
-                f"(the cluster has {ray.cluster_resources()}): lower ray_workers or num_cpus, add nodes, or raise "
-                "start_timeout_s"
+                f"(the cluster has {ray.cluster_resources()}, of which {ray.available_resources()} are free): lower "
+                "ray_workers or num_cpus, close other Ray VecEnvs that hold CPUs, add nodes, or raise start_timeout_s"
             ) from e
         except ray.exceptions.RayActorError as e:
             self.close()
@@ -762,7 +781,8 @@ class RayTaskVecEnv(VecEnv):
         return obs, rewards, dones, infos
 
     def close(self) -> None:
-        """Release the actors (``ray.kill``); Ray itself keeps running (it may serve other VecEnvs)."""
+        """Release the actors (``ray.kill``; Ray frees their CPUs a moment later); Ray itself keeps running (it may
+        serve other VecEnvs)."""
         if self._closed:
             return
         self._closed = True
