@@ -50,9 +50,8 @@ def main() -> None:
         venv.close()
     (ray_params, ray_its, ray_s), (local_params, local_its, local_s) = results["ray"], results["local"]
     same = ray_params.keys() == local_params.keys() and all(th.equal(ray_params[k], local_params[k]) for k in ray_params)
-    print(
-        f"{args.env}: {tasks} tasks x {episodes} episodes, horizon {horizon}, {hidden}x{hidden} policy, {args.workers} Ray actors"
-    )
+    print(f"{args.env}: {tasks} tasks x {episodes} episodes, horizon {horizon}, {hidden}x{hidden} policy")
+    print(f"{args.workers} Ray actors")
     print(f"iterations: ray {ray_its}, local {local_its}; seconds: ray {ray_s:.1f}, local {local_s:.1f}")
     print(f"parameters equal bit for bit: {same}")
 
