@@ -456,8 +456,9 @@ class RayTaskVecEnv(VecEnv):
         return needed if needed > (os.cpu_count() or 1) else None
 
     def _choose_n_workers(self, ray: Any, n_workers: int | None, num_cpus: float, n_envs: int) -> int:
-        """``n_workers``, by default one actor per bundle of the placement group or per ``num_cpus`` CPUs of the
-        cluster; an error if not even one actor fits, a warning if the given number does not fit all at once."""
+        """``n_workers``, by default one actor per bundle of the placement group or per ``num_cpus`` free CPUs of the
+        cluster (all its CPUs if none is free); an error if not even one actor fits, a warning if the number does not
+        fit all at once (in the cluster, or in its free CPUs)."""
         if self._placement_group is not None:
             return min(n_workers or len(self._placement_group.bundle_specs), n_envs)
         cpus = float(ray.cluster_resources().get("CPU", 0.0))
