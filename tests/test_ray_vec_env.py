@@ -239,8 +239,12 @@ def test_a_vec_env_made_right_after_another_is_closed_gets_its_cpus_without_a_wa
     first.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        second = make_task_vec_env(point_mass(seed=0), 4, seed=0, vec_env_cls="ray", ray_workers=2, ray_actor_options=options)
+        # the class, as with SB3's make_vec_env(vec_env_cls=...), means vec_env_cls="ray"
+        second = make_task_vec_env(
+            point_mass(seed=0), 4, seed=0, vec_env_cls=RayTaskVecEnv, ray_workers=2, ray_actor_options=options
+        )
     try:
+        assert isinstance(second, RayTaskVecEnv) and second.n_workers == 2
         assert second.reset().shape == (4, 2)
     finally:
         second.close()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -263,7 +264,8 @@ def make_task_vec_env(
     :param vec_env_cls: ``None`` (the distribution's batched VecEnv if it has one and ``env`` carries no wrapper
         that changes its behaviour, e.g. :class:`~sb3_meta.envs.wrappers.OracleObservation`; else ``DummyVecEnv``),
         ``"batched"``, ``"dummy"``, ``"subproc"``, ``"ray"`` (the batched VecEnv in shards on Ray actors:
-        :class:`~sb3_meta.envs.ray_vec_env.RayTaskVecEnv`, needs ``pip install "sb3_meta[ray]"``), or a VecEnv class
+        :class:`~sb3_meta.envs.ray_vec_env.RayTaskVecEnv`, needs ``pip install "sb3_meta[ray]"``; the class itself
+        means the same), or a VecEnv class
     :param env_kwargs: constructor arguments when ``env_or_id`` is an id
     :param ray_workers: with ``vec_env_cls="ray"``: number of actors (default: one per CPU of the cluster)
     :param ray_actor_options: with ``vec_env_cls="ray"``: actor options (``num_cpus``, ``scheduling_strategy``,
@@ -285,7 +287,9 @@ def make_task_vec_env(
     batched_cls = getattr(base, "batched_vec_env_cls", None)
     if vec_env_cls is None:
         vec_env_cls = "batched" if batched_cls is not None and is_batchable(env) else "dummy"
-    if vec_env_cls == "ray":
+    # the class itself means the same as "ray" (its module is loaded already if the caller has the class)
+    ray_module = sys.modules.get("sb3_meta.envs.ray_vec_env")
+    if vec_env_cls == "ray" or (ray_module is not None and vec_env_cls is ray_module.RayTaskVecEnv):
         from sb3_meta.envs.ray_vec_env import make_ray_task_vec_env  # Ray is optional: its module is loaded only here
 
         return make_ray_task_vec_env(env, n_envs, seed, ray_workers, ray_actor_options, ray_address)
