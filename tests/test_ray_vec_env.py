@@ -19,13 +19,14 @@ from signal import SIGKILL
 import numpy as np
 import pytest
 from conftest import params_equal, point_mass, small_kwargs
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from sb3_meta import FOMAML, MAML  # noqa: E402
+from sb3_meta import FOMAML, MAML, evaluate_adaptation  # noqa: E402
+from sb3_meta.common.callbacks import MetaEvalCallback  # noqa: E402
 from sb3_meta.envs import HalfCheetahVelTasks, PointMassTask, make_task_vec_env  # noqa: E402
 from sb3_meta.envs.bandit import BanditTasks  # noqa: E402
 from sb3_meta.envs.ray_vec_env import RayTaskVecEnv, ShardLostError, shard_ranges  # noqa: E402
@@ -292,6 +293,29 @@ def test_one_iteration_equals_the_local_vec_env(cheetah_pair, algo):
         model.learn(1)
         params.append(model.meta_parameters())
     assert params_equal(*params)
+
+
+def test_callbacks_adapt_and_evaluate_adaptation_work_unchanged_and_equal_the_local_vec_env(cheetah_pair, tmp_path):
+    """SB3's CheckpointCallback and MetaEvalCallback during training on Ray, then adapt and evaluate_adaptation: the
+    same checkpoints, evaluations, adapted parameters and returns as with the local VecEnv."""
+    outs = []
+    for name, venv in zip(("ray", "local"), cheetah_pair, strict=True):
+        model = FOMAML("MlpPolicy", venv, **small_kwargs(), **TRAIN_KWARGS)
+        meta_eval = MetaEvalCallback(HalfCheetahVelTasks(max_episode_steps=6, seed=5), eval_freq=1, n_tasks=2, n_episodes=2)
+        checkpoints = CheckpointCallback(1, str(tmp_path / name), name_prefix="fomaml")
+        model.learn(2 * 4 * 6 * 2, callback=[checkpoints, meta_eval])
+        task = HalfCheetahVelTasks(seed=9).sample_tasks(1)[0]
+        adapted = model.adapt(task, steps=1, seed=0)
+        result = evaluate_adaptation(
+            model, HalfCheetahVelTasks(max_episode_steps=6, seed=4), n_tasks=2, n_steps=1, n_episodes=2, seed=0
+        )
+        saved = sorted(p.name for p in (tmp_path / name).iterdir())
+        outs.append((saved, np.array(meta_eval.evaluations_results), adapted.meta_parameters(), result.returns))
+    (ray_saved, ray_evals, ray_adapted, ray_returns), (local_saved, local_evals, local_adapted, local_returns) = outs
+    assert ray_saved == local_saved and len(ray_saved) > 0
+    assert ray_evals.shape[0] >= 2 and np.array_equal(ray_evals, local_evals)
+    assert params_equal(ray_adapted, local_adapted)
+    assert np.array_equal(ray_returns, local_returns)
 
 
 def test_vec_normalize_around_it_trains_as_around_the_local_vec_env(cheetah_pair):
