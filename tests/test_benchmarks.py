@@ -1,4 +1,5 @@
-"""The profiler of ``benchmarks/profile_iteration.py``: its parts nest as the code does, and it leaves nothing patched."""
+"""The profiler of ``benchmarks/profile_iteration.py``: its parts nest as the code does, and it leaves nothing patched;
+the CPU clock of ``benchmarks/ray_step_budget.py``."""
 
 from __future__ import annotations
 
@@ -31,3 +32,19 @@ def test_profile_parts_nest_and_the_wrapped_functions_are_restored():
         assert row["fisher_products"] > 0 and row["cg_and_line_search"] >= 0 and row["meta_step_other"] >= -1e-3
         assert row["env_steps"] == 2 * 2 * 2 * 200  # two passes of 4 sub-envs, HalfCheetah's 200 steps
     assert (adaptation.collect_task_batch, meta_gradient.OuterProblem.kl_hvp, maml_module.trpo_step) == originals
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/stat"), reason="reads /proc (Linux)")
+def test_ray_step_budget_reads_the_cpu_time_a_process_spent():
+    """``ray_step_budget.cpu_seconds`` (user + system time from /proc) moves with this process's own CPU clock."""
+    import time
+
+    import ray_step_budget
+
+    (before,), clock_before = ray_step_budget.cpu_seconds([os.getpid()]), time.process_time()
+    deadline = time.process_time() + 0.5
+    while time.process_time() < deadline:  # half a second of CPU
+        pass
+    (after,), clock_after = ray_step_budget.cpu_seconds([os.getpid()]), time.process_time()
+    spent = clock_after - clock_before
+    assert spent >= 0.5 and abs((after - before) - spent) < 0.05 + 0.05 * spent  # /proc counts in clock ticks
