@@ -209,6 +209,7 @@ def prepared_shard_actors(
     obs, rewards, dones, infos = batched.step_packed(np.zeros((batched.num_envs, *shape)))  # type: ignore[attr-defined, misc]
     ranges = shard_ranges(batched.num_envs, len(node_ids))
     actors, known_tasks = [], []
+    payload: list[int] = []
     for (a, b), node_id in zip(ranges, node_ids):
         options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
         # What a shard sends back in the middle of a pass: its infos without their tasks, and no task changes
@@ -216,6 +217,13 @@ def prepared_shard_actors(
         reply = (obs[a:b], rewards[a:b], dones[a:b], dataclasses.replace(shard_infos, tasks=[]), {})
         known_tasks.append(shard_infos.tasks)
         actors.append(ray.remote(_PreparedShardStep).options(**options).remote(reply))
+        sizes = [len(ray.cloudpickle.dumps(part)) for part in reply]
+        payload = [total + size for total, size in zip(payload, sizes, strict=True)] if payload else sizes
+    obs_b, rewards_b, dones_b, infos_b, tasks_b = payload
+    print(
+        f"  reply of all shards per step, pickled: obs {obs_b:,} B, rewards {rewards_b:,} B, dones {dones_b:,} B, "
+        f"infos without tasks {infos_b:,} B, task changes {tasks_b:,} B (a step in the middle of a pass)"
+    )
     return actors, ranges, known_tasks
 
 
