@@ -55,6 +55,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_meta.envs import AntVelTasks, HalfCheetahVelTasks, PointMassTasks, make_task_vec_env
 from sb3_meta.envs.mujoco_vec_env import MujocoTaskEnv, available_cores
+from sb3_meta.envs.ray_vec_env import join_shard_steps
 from sb3_meta.envs.vec_env import TaskSubprocVecEnv
 
 
@@ -227,16 +228,6 @@ def prepared_shard_actors(
     return actors, ranges, known_tasks
 
 
-def concatenate_shard_steps(results: list[tuple], known_tasks: list[list]) -> tuple[list[np.ndarray], list[dict]]:
-    """The shards' replies as one step, as ``RayTaskVecEnv.step_wait`` joins them: obs, rewards, dones; infos (with
-    the tasks the learner knows, ``known_tasks`` per shard, put back)."""
-    from sb3_meta.envs.ray_vec_env import apply_task_changes
-
-    arrays = [np.concatenate([r[field] for r in results]) for field in range(3)]
-    packed = [apply_task_changes(known, r[3], r[4]) for r, known in zip(results, known_tasks, strict=True)]
-    return arrays, [info for p in packed for info in p.unpack()]
-
-
 def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sampler:
     """What ``RayTaskVecEnv.step`` costs besides the env: slices of actions out, shard steps back, concatenated.
 
@@ -244,9 +235,9 @@ def ray_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[str]) -> Sa
     """
     actors, ranges, known_tasks = prepared_shard_actors(ray, batched, node_ids)
 
-    def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
+    def step(actions: np.ndarray) -> tuple:
         replies = ray.get([actor.step.remote(actions[a:b]) for actor, (a, b) in zip(actors, ranges)])
-        return concatenate_shard_steps(replies, known_tasks)
+        return join_shard_steps(replies, known_tasks)  # as RayTaskVecEnv.step_wait joins them
 
     def close() -> None:
         for actor in actors:
@@ -269,8 +260,8 @@ def ray_compiled_round_trip_sampler(ray: Any, batched: VecEnv, node_ids: list[st
         graph = MultiOutputNode([actor.step.bind(shard_actions[i]) for i, actor in enumerate(actors)])
     compiled = graph.experimental_compile()
 
-    def step(actions: np.ndarray) -> tuple[list[np.ndarray], list[dict]]:
-        return concatenate_shard_steps(ray.get(compiled.execute(*[actions[a:b] for a, b in ranges])), known_tasks)
+    def step(actions: np.ndarray) -> tuple:
+        return join_shard_steps(ray.get(compiled.execute(*[actions[a:b] for a, b in ranges])), known_tasks)
 
     def close() -> None:
         compiled.teardown()

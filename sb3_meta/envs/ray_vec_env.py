@@ -276,6 +276,23 @@ def apply_task_changes(known: list[Task] | None, infos: PackedInfos, changes: di
     return dataclasses.replace(infos, tasks=tasks)
 
 
+def join_shard_steps(
+    results: Sequence[tuple], known_tasks: Sequence[list[Task] | None]
+) -> tuple[VecEnvStepReturn, list[list[Task]]]:
+    """The shards' step replies (obs, rewards, dones, infos without tasks, task changes) as one VecEnv step, and the
+    tasks of each shard's infos (what the learner knows for the next step).
+
+    :param results: the replies of :meth:`_ShardWorker.step`, in shard order
+    :param known_tasks: per shard, the tasks of its previous step's infos (None: unknown)
+    """
+    packed = [apply_task_changes(known, r[3], r[4]) for r, known in zip(results, known_tasks, strict=True)]
+    obs = np.concatenate([r[0] for r in results])
+    rewards = np.concatenate([r[1] for r in results])
+    dones = np.concatenate([r[2] for r in results])
+    infos = [info for p in packed for info in p.unpack()]
+    return (obs, rewards, dones, infos), [p.tasks for p in packed]
+
+
 _REMOTE_WORKER_CLASS: Any = None
 
 
@@ -771,15 +788,9 @@ class RayTaskVecEnv(VecEnv):
             # tasks may be wrong: the next step asks every shard for all of them.
             self._step_tasks = [None] * self.n_workers
             raise
-        packed = []
-        for k, (_, _, _, infos, changes) in enumerate(results):
-            packed.append(apply_task_changes(self._step_tasks[k], infos, changes))
-            self._step_tasks[k] = packed[-1].tasks
-        obs = np.concatenate([r[0] for r in results])
-        rewards = np.concatenate([r[1] for r in results])
-        dones = np.concatenate([r[2] for r in results])
-        infos = [info for p in packed for info in p.unpack()]
-        return obs, rewards, dones, infos
+        step, tasks = join_shard_steps(results, self._step_tasks)
+        self._step_tasks = list(tasks)
+        return step
 
     def close(self) -> None:
         """Release the actors (``ray.kill``; Ray frees their CPUs a moment later); Ray itself keeps running (it may
